@@ -1,0 +1,65 @@
+"""Arms g4f plugin discovery at interpreter start-up; imported by ``g4f_gptalk.pth``.
+
+g4f has no plugin discovery of its own, so this module puts a finder on ``sys.meta_path`` that waits for
+``g4f.Provider`` and ``g4f.models`` to be imported and, right after each has run, lets ``g4f_gptalk.bridge``
+register the providers declared in the ``g4f.providers`` entry point group.
+
+It runs in every interpreter of the environment, so it imports nothing beyond ``sys`` and ``os`` (both already
+loaded at start-up) and does nothing else until g4f is imported. Set ``G4F_GPTALK_AUTOLOAD=0`` to turn it off.
+"""
+
+import os
+import sys
+
+_WATCHED = frozenset(("g4f.Provider", "g4f.models"))
+
+
+class _RegisteringLoader:
+    """Delegates to g4f's own loader, then hands the freshly executed module to the bridge."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        try:
+            from g4f_gptalk import bridge
+        except Exception:  # a broken plugin install must never break g4f itself
+            return
+        bridge.on_g4f_module_loaded(module.__name__)
+
+
+class G4FPluginFinder:
+    """Meta path finder that wraps the loaders of g4f's registry modules; finds nothing itself."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in _WATCHED:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if hasattr(spec.loader, "exec_module"):
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+def install():
+    """Put the finder first on ``sys.meta_path`` once, unless ``G4F_GPTALK_AUTOLOAD`` is 0/false/no/off."""
+    if os.environ.get("G4F_GPTALK_AUTOLOAD", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    if not any(type(finder).__name__ == G4FPluginFinder.__name__ for finder in sys.meta_path):
+        sys.meta_path.insert(0, G4FPluginFinder())
+
+
+install()

@@ -1,0 +1,136 @@
+"""The bridge into g4f: registers every provider that an installed package declares as a ``g4f.providers`` entry
+point, so that g4f finds it like one of its own (``provider="Name"``, ``model="Name:model"``, ``g4f.Provider.Name``,
+``__providers__``, ``ProviderUtils.convert``, ``g4f api``, ``g4f client``).
+
+It is run by ``_g4f_gptalk_autoload`` right after g4f imports ``g4f.Provider`` and ``g4f.models``, and by
+``import g4f_gptalk``; it is idempotent. A plugin that fails to load is skipped with one warning, and a plugin never
+replaces a provider g4f already has under the same name.
+
+g4f keeps its provider registry in one of three shapes, each handled by ``_add_to_registry``:
+``ProviderLoader`` (8.x), ``_provider_names``/``_loaded_providers`` (lazy 7.x) or eager ``__providers__``/``__map__``
+(6.x and early 7.x).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
+
+GROUP = "g4f.providers"
+
+registered: dict[str, type] = {}
+"""Providers this bridge added to g4f, by name."""
+_skipped: set[str] = set()
+
+
+class PluginWarning(UserWarning):
+    """A g4f provider plugin could not be registered and was skipped."""
+
+
+def on_g4f_module_loaded(name: str) -> None:
+    """Called by the start-up hook after g4f's module ``name`` has run; never lets an error escape into g4f."""
+    try:
+        if name == "g4f.Provider":
+            load_plugins()
+        elif name == "g4f.models":
+            register_models()
+    except Exception as exc:  # noqa: BLE001 - g4f must import even if the bridge cannot work
+        warnings.warn(f"g4f provider plugins were not registered: {exc!r}", PluginWarning, stacklevel=2)
+
+
+def load_plugins() -> dict[str, type]:
+    """Register every provider of the ``g4f.providers`` entry point group that is not registered yet."""
+    import g4f.Provider as registry
+
+    for entry_point in entry_points(group=GROUP):
+        name = entry_point.name
+        if name in registered or name in _skipped:
+            continue
+        if _builtin(registry, name) is not None:
+            _skip(name, f"g4f already has a provider named {name!r}; the plugin's {entry_point.value} is not used")
+            continue
+        try:
+            provider = entry_point.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is skipped, not fatal
+            _skip(name, f"loading {entry_point.value} failed: {exc!r}")
+            continue
+        from g4f.providers.types import BaseProvider
+
+        if not (isinstance(provider, type) and issubclass(provider, BaseProvider)):
+            _skip(name, f"{entry_point.value} is not a g4f provider class")
+            continue
+        _add_to_registry(registry, name, provider)
+        registered[name] = provider
+    return registered
+
+
+def register_models() -> None:
+    """Make each registered provider's models known to ``g4f.models``, adding a provider after g4f's own."""
+    models = sys.modules.get("g4f.models")
+    if models is None:
+        return
+    for provider in load_plugins().values():
+        for model_name in getattr(provider, "models", None) or [getattr(provider, "default_model", None)]:
+            if model_name:
+                _add_to_model(models, model_name, provider)
+
+
+def _skip(name: str, reason: str) -> None:
+    _skipped.add(name)
+    warnings.warn(f"g4f provider plugin {name!r} skipped: {reason}", PluginWarning, stacklevel=3)
+
+
+def _builtin(registry: ModuleType, name: str) -> Any:
+    """g4f's own provider called ``name``, if any (never one this bridge added)."""
+    namespace = vars(registry)
+    if "ProviderLoader" in namespace:
+        loader = namespace["ProviderLoader"]
+        known = [*loader.names, *getattr(loader, "extra", [])]
+        return name if name in known else None
+    if "_provider_names" in namespace:
+        return name if name in namespace["_provider_names"] else None
+    return namespace.get("__map__", {}).get(name)
+
+
+def _add_to_registry(registry: ModuleType, name: str, provider: type) -> None:
+    namespace = vars(registry)
+    if "ProviderLoader" in namespace:
+        loader = namespace["ProviderLoader"]
+        loader.names.append(name)
+        loader.loaded[name] = provider
+        loader.loaded[name.lower().replace("-", "").replace("_", "")] = provider
+    elif "_provider_names" in namespace:
+        namespace["_provider_names"].append(name)
+        namespace["_loaded_providers"][name] = provider
+    else:
+        namespace["__providers__"].append(provider)
+        namespace["__map__"][name] = provider
+    if isinstance(namespace.get("__all__"), list) and name not in namespace["__all__"]:
+        namespace["__all__"].append(name)
+    setattr(registry, name, provider)
+
+
+def _add_to_model(models: ModuleType, model_name: str, provider: type) -> None:
+    from g4f.providers.retry_provider import IterListProvider
+
+    model = models.ModelUtils.convert.get(model_name)
+    if model is None:
+        model = models.Model(name=model_name, base_provider="OpenAI", best_provider=IterListProvider([provider]))
+        models.ModelUtils.convert[model_name] = model
+    elif isinstance(model.best_provider, IterListProvider):
+        if provider not in model.best_provider.providers:
+            model.best_provider.providers.append(provider)
+    elif model.best_provider is None:
+        model.best_provider = IterListProvider([provider])
+    elif model.best_provider is not provider:
+        model.best_provider = IterListProvider([model.best_provider, provider], shuffle=False)
+    table = getattr(models, "__models__", None)
+    if isinstance(table, dict):
+        providers = model.best_provider.providers if isinstance(model.best_provider, IterListProvider) else [provider]
+        table[model_name] = (model, providers)
+    names = getattr(models, "_all_models", None)
+    if isinstance(names, list) and model_name not in names:
+        names.append(model_name)

@@ -1,0 +1,271 @@
+"""The GPTalk provider: gptalk.net's anonymous chat, through g4f.
+
+One chat is three requests: a login (skipped while the cached token has asks left; see ``auth``), an ask that
+returns a stream token, and an SSE stream of the reply (see ``sse``). Connections are pooled per event loop (see
+``pool``); errors are g4f's own types (see ``errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import aiohttp
+from g4f import debug
+from g4f.errors import ResponseError
+from g4f.Provider.helper import format_prompt
+from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
+from g4f.typing import AsyncResult, Messages
+from yarl import URL
+
+from . import pool
+from .auth import Token, TokenCache
+from .errors import (
+    GPTalkTimeoutError,
+    IncompleteReplyError,
+    InvalidRequestError,
+    TokenRejectedError,
+    envelope_data,
+    excerpt,
+    for_status,
+    token_of,
+)
+from .sse import ReplyText, stream_deltas
+
+URL_ENV = "G4F_GPTALK_URL"
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/117.0.0.0 Safari/537.36"
+)
+# What gptalk.net's web client sends with every API call; origin, referer and timestamp are added per request.
+BROWSER_HEADERS = {
+    "accept": "*/*",
+    "accept-language": "en-US,en;q=0.9",
+    "content-type": "application/json",
+    "sec-ch-ua": '"Google Chrome";v="117", "Not;A=Brand";v="8", "Chromium";v="117"',
+    "sec-ch-ua-mobile": "?0",
+    "sec-ch-ua-platform": '"Linux"',
+    "sec-fetch-dest": "empty",
+    "sec-fetch-mode": "cors",
+    "sec-fetch-site": "same-origin",
+    "user-agent": USER_AGENT,
+    "x-auth-appid": "2229",
+    "x-auth-openid": "",
+    "x-auth-platform": "",
+}
+SOCKS_SCHEMES = frozenset(("socks4", "socks5", "socks5h"))
+
+
+class GPTalk(AsyncGeneratorProvider, ProviderModelMixin):
+    """gptalk.net: anonymous GPT-3.5 chat. ``G4F_GPTALK_URL``, when set, replaces ``url`` at each call."""
+
+    label = "GPTalk"
+    url = "https://gptalk.net"
+    working = True
+    supports_stream = True
+    supports_message_history = True
+    supports_system_message = True
+    default_model = "gpt-3.5-turbo"
+    models: ClassVar[list[str]] = [default_model]
+    timeout: ClassVar[float] = 120.0
+    """Seconds for a whole call unless ``timeout=`` is given."""
+
+    _tokens: ClassVar[dict[str, TokenCache]] = {}
+
+    @classmethod
+    async def create_async_generator(
+        cls,
+        model: str,
+        messages: Messages,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        stream_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> AsyncResult:
+        """Stream GPTalk's reply to ``messages``, one new piece of text at a time.
+
+        ``timeout`` (seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
+        stream (default: ``timeout``). ``proxy`` is an http(s) or socks URL.
+        """
+        prompt = prompt_of(messages)
+        base_url = service_url(cls.url)
+        http_proxy, socks_proxy = split_proxy(proxy)
+        model = cls.get_model(model)
+        total = float(timeout or cls.timeout)
+        deadline = time.monotonic() + total
+        resources = await pool.for_running_loop()
+        call = _Call(base_url, resources.session(socks_proxy), http_proxy, deadline, float(stream_timeout or total))
+        tokens = cls._tokens.setdefault(base_url, TokenCache())
+        login_lock = resources.login_locks[base_url]
+        for attempt in (1, 2):
+            token = await tokens.reserve(login_lock, call.login)
+            try:
+                stream_token = await call.ask(token, prompt, model)
+                break
+            except TokenRejectedError:
+                tokens.drop(token)
+                if attempt == 2:
+                    raise
+                debug.log("GPTalk ask: the service rejected the token; logging in again")
+        async for delta in call.stream(stream_token):
+            yield delta
+
+
+class _Call:
+    """The requests of one chat, all sharing its session, proxy and time bounds."""
+
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, proxy: str | None, deadline: float, stall: float
+    ) -> None:
+        self.base_url = base_url
+        self.session = session
+        self.proxy = proxy
+        self.deadline = deadline
+        self.stall = stall
+
+    def _headers(self, token: Token | None = None) -> dict[str, str]:
+        headers = {
+            **BROWSER_HEADERS,
+            "origin": self.base_url,
+            "referer": self.base_url + "/",
+            "x-auth-timestamp": str(int(time.time())),
+        }
+        if token is not None:
+            headers["authorization"] = f"Bearer {token.value}"
+        return headers
+
+    def _timeout(self, step: str) -> aiohttp.ClientTimeout:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise GPTalkTimeoutError(f"GPTalk {step}: the call's timeout ran out before this step")
+        return aiohttp.ClientTimeout(total=remaining, sock_read=min(self.stall, remaining))
+
+    async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None) -> dict[str, Any]:
+        """POST ``payload`` and return the ``data`` of the JSON answer, or raise the matching g4f error."""
+        try:
+            async with self.session.post(
+                self.base_url + path,
+                data=json.dumps(payload),
+                headers=self._headers(token),
+                proxy=self.proxy,
+                timeout=self._timeout(step),
+            ) as response:
+                status, body = response.status, await response.read()
+        except asyncio.TimeoutError as exc:
+            raise GPTalkTimeoutError(f"GPTalk {step}: no answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}") from exc
+        if not 200 <= status < 300:
+            raise for_status(step, status, body)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise ResponseError(f"GPTalk {step}: expected JSON, got: {excerpt(body)}") from None
+        return envelope_data(step, answer, body)
+
+    async def login(self) -> Token:
+        payload = {"fingerprint": secrets.token_hex(16), "platform": "fingerprint"}
+        data = await self._post("login", "/api/chatgpt/user/login", payload)
+        token = Token(token_of("login", data, b""), expires_at(data))
+        debug.log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
+        return token
+
+    async def ask(self, token: Token, prompt: str, model: str) -> str:
+        payload = {
+            "content": prompt,
+            "accept": "stream",
+            "from": 1,
+            "model": model,
+            "is_mobile": 0,
+            "user_agent": USER_AGENT,
+            "is_open_ctx": 0,
+            "prompt": "",
+            "roid": 111,
+            "temperature": 0,
+            "ctx_msg_count": 3,
+            "created_at": int(time.time()),
+        }
+        data = await self._post("ask", "/api/chatgpt/chatapi/text", payload, token)
+        return token_of("ask", data, b"")
+
+    async def stream(self, stream_token: str) -> AsyncIterator[str]:
+        reply = ReplyText()
+        try:
+            async with self.session.get(
+                self.base_url + "/api/chatgpt/chatapi/stream",
+                params={"token": stream_token},
+                headers=self._headers(),
+                proxy=self.proxy,
+                timeout=self._timeout("stream"),
+            ) as response:
+                if response.status != 200:
+                    raise for_status("stream", response.status, await response.read())
+                async for delta in stream_deltas(response.content.iter_any(), reply):
+                    yield delta
+                await response.read()  # drain what follows [DONE] so the connection returns to the pool
+        except asyncio.TimeoutError as exc:
+            raise GPTalkTimeoutError(
+                f"GPTalk stream: no data for {self.stall:g}s or past the call's timeout; the reply is incomplete "
+                f"after {len(reply.text)} characters"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise IncompleteReplyError(
+                f"GPTalk stream: the connection failed after {len(reply.text)} characters ({exc}); "
+                f"the reply is incomplete"
+            ) from exc
+
+
+def expires_at(data: dict[str, Any]) -> float:
+    """``data.expires_at`` as Unix seconds (milliseconds and numeric strings are accepted too)."""
+    value = data.get("expires_at")
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ResponseError(f"GPTalk login: 'data.expires_at' is not a Unix time: {value!r}") from None
+    return seconds / 1000 if seconds > 1e11 else seconds
+
+
+def prompt_of(messages: Messages) -> str:
+    """``format_prompt(messages)``, after checking that ``messages`` is a non-empty list of chat messages."""
+    if not isinstance(messages, (list, tuple)):
+        raise InvalidRequestError(f"GPTalk: messages must be a list of chat messages, not {type(messages).__name__}")
+    if not messages:
+        raise InvalidRequestError("GPTalk: messages is empty; send at least one message")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+            raise InvalidRequestError(f"GPTalk: messages[{index}] must be a dict with a 'role' string and 'content'")
+        content = message["content"]
+        if isinstance(content, list) and not all(isinstance(part, dict) for part in content):
+            raise InvalidRequestError(f"GPTalk: messages[{index}]['content'] must be text or a list of content parts")
+    return format_prompt(list(messages))
+
+
+def service_url(default: str) -> str:
+    """The service address: ``G4F_GPTALK_URL`` if set, else ``default``; must be an http(s) URL."""
+    raw = os.environ.get(URL_ENV) or default
+    setting = URL_ENV if os.environ.get(URL_ENV) else "GPTalk.url"
+    try:
+        url = URL(raw)
+    except (TypeError, ValueError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise InvalidRequestError(f"GPTalk: {setting}={raw!r} is not an http(s) URL such as https://gptalk.net")
+    return str(url).rstrip("/")
+
+
+def split_proxy(proxy: str | None) -> tuple[str | None, str | None]:
+    """``proxy`` as (http proxy for each request, socks proxy for the connector); checks it is a proxy URL."""
+    if not proxy:
+        return None, None
+    try:
+        url = URL(proxy)
+    except (TypeError, ValueError):
+        url = None
+    if url is None or url.scheme not in ("http", "https", *SOCKS_SCHEMES) or not url.host:
+        shown = "(unparsable)" if url is None else repr(str(url.with_password("***") if url.password else url))
+        raise InvalidRequestError(f"GPTalk: proxy {shown} is not an http(s):// or socks5:// proxy URL")
+    return (None, proxy) if url.scheme in SOCKS_SCHEMES else (proxy, None)

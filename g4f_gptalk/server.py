@@ -1,0 +1,276 @@
+"""A local server that speaks the GPTalk protocol, for tests, demos and benchmarks. It binds to loopback.
+
+It answers like gptalk.net: anonymous logins issue tokens that expire and serve at most 5 asks (a sixth ask gets
+HTTP 401), an ask returns a stream token, and the stream sends a deterministic reply built from the prompt in many
+server-sent events of cumulative ``content``. It counts what clients did (``stats``) and can misbehave on demand
+(``Faults``), so that tests assert on the wire. Use it as ``async with GPTalkServer() as server:`` in a loop, as
+``with ServerThread() as server:`` from sync code, or as ``g4f-gptalk serve``; ``/_local/stats``,
+``/_local/reset`` and ``/_local/faults`` control a server running in another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+LOGIN_PATH = "/api/chatgpt/user/login"
+ASK_PATH = "/api/chatgpt/chatapi/text"
+STREAM_PATH = "/api/chatgpt/chatapi/stream"
+FINGERPRINT = re.compile(r"[0-9a-f]{32}")
+
+
+def echo_reply(prompt: str) -> str:
+    """The default reply: the prompt, framed by text in several scripts so that clients must handle UTF-8."""
+    return f"GPTalk heard: «{prompt}» — Grüße, 你好, привет 🌍!"
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to switch on. Each step names the modes to pick from; each request misbehaves with ``rate``.
+
+    login/ask modes: ``"429"``, ``"500"``, ``"401"``, ``"403"`` (that status), ``"html"`` (a challenge page),
+    ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"`` (``{"code": 401, ...}``), ``"no-token"``.
+    stream modes: ``"cut"`` (connection dropped midway), ``"no-done"``, ``"bad-json"``, ``"non-string"``,
+    ``"stall"`` (stops sending midway), ``"rewrite"`` (changes sent text), ``"noise"`` (SSE comments, ``event:``/
+    ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"500"``.
+    """
+
+    login: list[str] = field(default_factory=list)
+    ask: list[str] = field(default_factory=list)
+    stream: list[str] = field(default_factory=list)
+    rate: float = 1.0
+    times: int | None = None
+    """How many requests may misbehave in all; None for no limit."""
+    first_event_delay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def pick(self, step: str) -> str | None:
+        modes: list[str] = getattr(self, step)
+        if not modes or self.times == 0 or self._random.random() >= self.rate:
+            return None
+        if self.times is not None:
+            self.times -= 1
+        return self._random.choice(modes)
+
+
+class GPTalkServer:
+    """The GPTalk protocol on ``http://127.0.0.1:<port>``; port 0 picks a free one (read ``url`` after start)."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        token_ttl: float = 3600.0,
+        max_asks: int = 5,
+        chunk_chars: int = 3,
+        reply: Callable[[str], str] = echo_reply,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host, self.port = host, port
+        self.token_ttl, self.max_asks, self.chunk_chars, self.reply = token_ttl, max_asks, chunk_chars, reply
+        self.faults = Faults()
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every token and count from zero."""
+        self.stats: Counter[str] = Counter()
+        self.prompts: list[str] = []
+        self.requests: list[tuple[str, dict[str, str], Any]] = []
+        self._tokens: dict[str, list[float]] = {}  # token -> [expires_at, asks]
+        self._streams: dict[str, tuple[str, str]] = {}  # stream token -> (prompt, model)
+        self._peers: set[Any] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(LOGIN_PATH, self._login)
+        app.router.add_post(ASK_PATH, self._ask)
+        app.router.add_get(STREAM_PATH, self._stream)
+        app.router.add_get("/_local/stats", self._get_stats)
+        app.router.add_post("/_local/reset", self._post_reset)
+        app.router.add_post("/_local/faults", self._post_faults)
+        return app
+
+    async def start(self) -> GPTalkServer:
+        self._closing = asyncio.Event()
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=0.5)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def close(self) -> None:
+        """Stop serving; calling it again does nothing."""
+        self._closing.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> GPTalkServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- the protocol ---------------------------------------------------------------------------------------------
+
+    def _seen(self, step: str, request: web.Request, body: Any) -> None:
+        self.stats[step + "s"] += 1
+        self._peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        self.stats["connections"] = len(self._peers)
+        self.requests.append((step, dict(request.headers), body))
+        del self.requests[:-200]
+
+    def _fault_response(self, mode: str | None) -> web.Response | None:
+        if mode is None:
+            return None
+        self.stats["faults"] += 1
+        if mode.isdigit():
+            return web.json_response({"code": int(mode), "msg": f"simulated HTTP {mode}", "data": None}, status=int(mode))
+        if mode == "html":
+            return web.Response(text="<!DOCTYPE html><html><title>Just a moment...</title></html>", content_type="text/html")
+        if mode == "code":
+            return web.json_response({"code": 10001, "msg": "fingerprint banned", "data": None})
+        if mode == "auth-code":
+            return web.json_response({"code": 401, "msg": "token expired, please log in again", "data": None})
+        return web.json_response({"code": 0, "msg": "ok", "data": {}})  # "no-token"
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self._seen("login", request, body)
+        fault = self._fault_response(self.faults.pick("login"))
+        if fault is not None:
+            return fault
+        if not FINGERPRINT.fullmatch(str(body.get("fingerprint"))) or body.get("platform") != "fingerprint":
+            return web.json_response({"code": 400, "msg": "bad login request", "data": None}, status=400)
+        token = secrets.token_hex(16)
+        expires_at = time.time() + self.token_ttl
+        self._tokens[token] = [expires_at, 0]
+        return web.json_response({"code": 0, "msg": "ok", "data": {"token": token, "expires_at": int(expires_at)}})
+
+    async def _ask(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self._seen("ask", request, body)
+        fault = self._fault_response(self.faults.pick("ask"))
+        if fault is not None:
+            return fault
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        state = self._tokens.get(token)
+        if state is None or state[0] <= time.time() or state[1] >= self.max_asks:
+            self.stats["rejected"] += 1
+            return web.json_response({"code": 401, "msg": "token invalid or used up", "data": None}, status=401)
+        state[1] += 1
+        self.prompts.append(body["content"])
+        stream_token = secrets.token_hex(16)
+        self._streams[stream_token] = (body["content"], body.get("model", ""))
+        return web.json_response({"code": 0, "msg": "ok", "data": {"token": stream_token}})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        self._seen("stream", request, dict(request.query))
+        job = self._streams.pop(request.query.get("token", ""), None)
+        mode = self.faults.pick("stream")
+        if job is None or mode == "500":
+            self.stats["faults" if job else "bad_streams"] += 1
+            return web.json_response({"code": 404, "msg": "unknown stream token", "data": None}, status=500 if job else 404)
+        if mode is not None:
+            self.stats["faults"] += 1
+        response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await response.prepare(request)
+        if self.faults.first_event_delay:
+            await asyncio.sleep(self.faults.first_event_delay)
+        reply = self.reply(job[0])
+        pieces = [reply[i : i + self.chunk_chars] for i in range(0, len(reply), self.chunk_chars)]
+        middle = len(pieces) // 2
+        for index in range(len(pieces)):
+            content = reply[: (index + 1) * self.chunk_chars]
+            if index == middle and mode in ("cut", "stall", "bad-json", "non-string", "rewrite"):
+                await self._misbehave(mode, request, response, content)
+                return response
+            await response.write(self._event(content, noisy=mode == "noise"))
+        if mode != "no-done":
+            await response.write(b"data: [DONE]\r\n\r\n" if mode == "noise" else b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _event(content: str, noisy: bool = False) -> bytes:
+        data = json.dumps({"content": content}, ensure_ascii=False).encode()
+        if noisy:
+            return b": keep-alive\r\nevent: message\r\nid: 7\r\nretry: 1000\r\ndata: " + data + b"\r\n\r\n"
+        return b"data: " + data + b"\n\n"
+
+    async def _misbehave(self, mode: str, request: web.Request, response: web.StreamResponse, content: str) -> None:
+        if mode == "cut":
+            assert request.transport is not None
+            request.transport.close()
+        elif mode == "stall":
+            try:
+                await asyncio.wait_for(self._closing.wait(), timeout=60)
+            except asyncio.TimeoutError:
+                pass
+        elif mode == "bad-json":
+            await response.write(b"data: {not json\n\n")
+        elif mode == "non-string":
+            await response.write(b'data: {"content": 42}\n\n')
+        else:  # rewrite
+            await response.write(self._event("X" + content[1:]))
+
+    # -- control, for a server in another process -----------------------------------------------------------------
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.stats))
+
+    async def _post_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({})
+
+    async def _post_faults(self, request: web.Request) -> web.Response:
+        self.faults = Faults(**await request.json())
+        return web.json_response(asdict(self.faults))
+
+
+class ServerThread:
+    """A ``GPTalkServer`` running on its own loop in a daemon thread, for sync code: ``with ServerThread() as s``."""
+
+    def __init__(self, **options: Any) -> None:
+        self.server = GPTalkServer(**options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gptalk-server", daemon=True)
+
+    def __enter__(self) -> GPTalkServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout=10)
+        return self.server
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+async def serve_forever(port: int, host: str = "127.0.0.1", on_ready: Callable[[str], None] = print) -> None:
+    """Run a server until cancelled (``g4f-gptalk serve``)."""
+    async with GPTalkServer(port, host=host) as server:
+        on_ready(server.url)
+        await asyncio.Event().wait()

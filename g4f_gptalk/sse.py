@@ -1,0 +1,123 @@
+"""GPTalk's reply stream: server-sent events whose ``data`` is ``{"content": <the whole reply so far>}``.
+
+``stream_deltas`` turns the raw network chunks of that stream into the new text of each event, and ends at
+``data: [DONE]``. The rules, which the tests hold it to:
+
+- SSE framing as browsers read it: ``\\n`` or ``\\r\\n`` line ends, an event ends at a blank line, several
+  ``data:`` lines of one event join with ``\\n``; comments (``: keep-alive``), ``event:``, ``id:`` and ``retry:``
+  lines are accepted and carry nothing GPTalk needs.
+- An event whose content extends the text emitted so far yields the extension. One that repeats that text, or a
+  prefix of it, yields nothing. One that rewrites text already emitted (neither) raises ``IncompleteReplyError``:
+  emitted text cannot be taken back, and a spliced reply must not pass as the server's.
+- A ``data`` that is not JSON with a string ``content`` raises ``IncompleteReplyError``; so does a stream that
+  ends without ``data: [DONE]``. Text yielded before the error stands.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import aclosing
+from collections.abc import AsyncIterable, AsyncIterator
+
+from .errors import IncompleteReplyError, excerpt
+
+DONE = b"[DONE]"
+
+
+class EventDecoder:
+    """Incremental SSE decoder: ``feed`` it chunks as they arrive, get the ``data`` of each complete event."""
+
+    def __init__(self) -> None:
+        self._partial_line: list[bytes] = []
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if b"\n" not in chunk:
+            self._partial_line.append(chunk)
+            return []
+        lines = chunk.split(b"\n")
+        if self._partial_line:
+            self._partial_line.append(lines[0])
+            lines[0] = b"".join(self._partial_line)
+        last = lines.pop()
+        self._partial_line = [last] if last else []
+        events: list[bytes] = []
+        for line in lines:
+            self._take_line(line, events)
+        return events
+
+    def close(self) -> list[bytes]:
+        """The events left when the stream ends; an unterminated last event still counts."""
+        events: list[bytes] = []
+        if self._partial_line:
+            self._take_line(b"".join(self._partial_line), events)
+            self._partial_line = []
+        self._take_line(b"", events)
+        return events
+
+    def _take_line(self, line: bytes, events: list[bytes]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if self._data:
+                events.append(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
+                self._data = []
+        elif line.startswith(b"data:"):
+            self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+
+
+class ReplyText:
+    """The reply emitted so far; turns each cumulative ``content`` into the delta to emit."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def delta(self, content: str) -> str:
+        text = self.text
+        if content.startswith(text):
+            self.text = content
+            return content[len(text):]
+        if text.startswith(content):
+            return ""
+        raise IncompleteReplyError(
+            f"GPTalk stream: the server rewrote text it had already sent; the reply stops after "
+            f"{len(text)} characters"
+        )
+
+
+def content_of(data: bytes) -> str:
+    """The ``content`` string of one event's data."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    content = event.get("content") if isinstance(event, dict) else None
+    if not isinstance(content, str):
+        raise IncompleteReplyError(f"GPTalk stream: an event has no string 'content': {excerpt(data)}")
+    return content
+
+
+async def events(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """The ``data`` of each event in a stream of network chunks."""
+    decoder = EventDecoder()
+    async for chunk in chunks:
+        for data in decoder.feed(chunk):
+            yield data
+    for data in decoder.close():
+        yield data
+
+
+async def stream_deltas(chunks: AsyncIterable[bytes], reply: ReplyText | None = None) -> AsyncIterator[str]:
+    """The new text of each event in ``chunks``, up to ``data: [DONE]``; ``reply`` collects the whole text."""
+    reply = reply if reply is not None else ReplyText()
+    async with aclosing(events(chunks)) as datas:
+        async for data in datas:
+            if data == DONE:
+                return
+            delta = reply.delta(content_of(data))
+            if delta:
+                yield delta
+    raise IncompleteReplyError(
+        f"GPTalk stream: the stream ended without 'data: [DONE]'; the reply is incomplete after "
+        f"{len(reply.text)} characters"
+    )
