@@ -112,9 +112,9 @@ class GPTalkServer:
 
     async def start(self) -> GPTalkServer:
         self._closing = asyncio.Event()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=0.5)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -138,7 +138,7 @@ class GPTalkServer:
         self.stats[step + "s"] += 1
         self._peers.add(request.transport.get_extra_info("peername") if request.transport else None)
         self.stats["connections"] = len(self._peers)
-        self.requests.append((step, dict(request.headers), body))
+        self.requests.append((step, {key.lower(): value for key, value in request.headers.items()}, body))
         del self.requests[:-200]
 
     def _fault_response(self, mode: str | None) -> web.Response | None:

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real GPTalk server on 127.0.0.1 per test, and g4f isolated from the network and from ~."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import g4f
+import pytest
+
+from g4f_gptalk import GPTalk
+from g4f_gptalk.server import GPTalkServer, ServerThread
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(scope="session")
+def g4f_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Cache and config directories that let g4f start offline (see DEVELOPERS.md)."""
+    root = tmp_path_factory.mktemp("g4f")
+    models = root / "cache" / ".models" / datetime.date.today().isoformat()
+    models.mkdir(parents=True)
+    (models / "providers.json").write_text(
+        json.dumps({"providers": {"default": {"baseUrl": "http://127.0.0.1:9/v1"}}, "defaultModels": {}})
+    )
+    (root / "config").mkdir()
+    return {"G4F_CACHE_DIR": str(root / "cache"), "G4F_CONFIG_DIR": str(root / "config")}
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str]) -> None:
+    for name, value in g4f_dirs.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("G4F_GPTALK_URL", raising=False)
+    monkeypatch.delenv("G4F_PROXY", raising=False)
+    monkeypatch.setattr(g4f.debug, "version_check", False)  # it would ask PyPI
+    GPTalk._tokens.clear()
+
+
+@pytest.fixture
+def start_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Starts GPTalk servers with the given options; the last one started is what G4F_GPTALK_URL names."""
+    threads: list[ServerThread] = []
+
+    def start(**options: Any) -> GPTalkServer:
+        thread = ServerThread(**options)
+        server = thread.__enter__()
+        threads.append(thread)
+        monkeypatch.setenv("G4F_GPTALK_URL", server.url)
+        return server
+
+    yield start
+    for thread in reversed(threads):
+        thread.__exit__(None, None, None)
+
+
+@pytest.fixture
+def server(start_server: Any) -> GPTalkServer:
+    return start_server()
+
+
+async def chat_async(messages: Any = HELLO, **kwargs: Any) -> list[str]:
+    """The deltas of one chat through GPTalk.create_async_generator."""
+    return [delta async for delta in GPTalk.create_async_generator(GPTalk.default_model, messages, **kwargs)]
+
+
+def chat(messages: Any = HELLO, **kwargs: Any) -> list[str]:
+    return asyncio.run(chat_async(messages, **kwargs))
+
+
+async def partial_chat(messages: Any = HELLO, **kwargs: Any) -> tuple[str, BaseException | None]:
+    """The text a chat delivered and the error that ended it, if any."""
+    received: list[str] = []
+    try:
+        async for delta in GPTalk.create_async_generator(GPTalk.default_model, messages, **kwargs):
+            received.append(delta)
+    except Exception as exc:  # noqa: BLE001
+        return "".join(received), exc
+    return "".join(received), None
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh interpreter of this environment; its stdout, after checking it exited 0."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).parent,  # not the checkout: the installed package must be what runs
+    )
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result.stdout

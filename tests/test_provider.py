@@ -1,0 +1,153 @@
+"""The GPTalk protocol, checked against what the local server saw on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+
+import g4f
+import pytest
+from g4f.Provider.helper import format_prompt
+
+from g4f_gptalk import GPTalk, auth
+from g4f_gptalk.server import echo_reply
+
+from .conftest import HELLO, chat, chat_async
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Wie geht's? 你好 🌍"},
+    {"role": "assistant", "content": "Gut."},
+    {"role": "user", "content": [{"type": "text", "text": "And "}, {"type": "image_url"}, {"type": "text", "text": "now?"}]},
+]
+
+
+def test_streamed_reply_equals_what_the_server_sent_in_many_events(server):
+    deltas = chat(CONVERSATION)
+    reply = echo_reply(format_prompt(CONVERSATION))
+    assert "".join(deltas) == reply
+    assert len(deltas) == math.ceil(len(reply) / server.chunk_chars) > 20  # one delta per event
+    assert any(ord(ch) > 0xFFFF for ch in "".join(deltas))  # a 4-byte UTF-8 character came through intact
+
+
+def test_server_receives_format_prompt_of_the_messages_with_content_parts_reduced_to_text(server):
+    chat(CONVERSATION)
+    assert server.prompts == [format_prompt(CONVERSATION)]
+    assert "User: And now?\n" in server.prompts[0]
+
+
+def test_requests_carry_the_web_clients_headers_and_protocol_fields(server):
+    chat(HELLO)
+    (login_step, login_headers, login_body), (ask_step, ask_headers, ask_body) = server.requests[:2]
+    assert (login_step, ask_step) == ("login", "ask")
+    assert login_body["platform"] == "fingerprint" and re.fullmatch(r"[0-9a-f]{32}", login_body["fingerprint"])
+    for headers in (login_headers, ask_headers):
+        assert headers["x-auth-appid"] == "2229"
+        assert abs(int(headers["x-auth-timestamp"]) - time.time()) < 60
+        assert headers["origin"] == server.url and "Chrome" in headers["user-agent"]
+    assert ask_headers["authorization"].startswith("Bearer ") and len(ask_headers["authorization"]) > 20
+    assert ask_body == {
+        "content": "Hello", "accept": "stream", "from": 1, "model": "gpt-3.5-turbo", "is_mobile": 0,
+        "user_agent": login_headers["user-agent"], "is_open_ctx": 0, "prompt": "", "roid": 111, "temperature": 0,
+        "ctx_msg_count": 3, "created_at": ask_body["created_at"],
+    }
+    assert abs(ask_body["created_at"] - time.time()) < 60
+
+
+def test_each_login_uses_a_new_random_fingerprint(server):
+    chat(HELLO)
+    GPTalk._tokens.clear()
+    chat(HELLO)
+    fingerprints = {body["fingerprint"] for step, _, body in server.requests if step == "login"}
+    assert len(fingerprints) == 2
+
+
+def test_a_token_serves_five_asks_then_a_new_login(server):
+    for n in range(11):
+        assert "".join(chat([{"role": "user", "content": f"n{n}"}])) == echo_reply(f"n{n}")
+    assert server.stats["logins"] == 3 and server.stats["asks"] == 11 and server.stats["rejected"] == 0
+
+
+def test_an_expiring_token_is_replaced_before_the_server_would_reject_it(start_server):
+    server = start_server(token_ttl=auth.CLOCK_SKEW + 1.5)  # the server sends whole seconds: 0.5-1.5 s of use
+    chat(HELLO)
+    chat(HELLO)  # the token is fresh: reused
+    assert server.stats["logins"] == 1
+    time.sleep(1.6)
+    chat(HELLO)  # within CLOCK_SKEW of expiry: never sent, a new login instead
+    assert server.stats["logins"] == 2 and server.stats["rejected"] == 0
+
+
+def test_millisecond_expiry_times_are_understood(start_server):
+    from g4f_gptalk.provider import expires_at
+
+    assert expires_at({"expires_at": 1_900_000_000_000}) == 1_900_000_000
+    assert expires_at({"expires_at": "1900000000"}) == 1_900_000_000
+
+
+def test_the_service_url_setting_wins_at_each_call(start_server, monkeypatch):
+    first, second = start_server(), start_server()
+    chat(HELLO)
+    monkeypatch.setenv("G4F_GPTALK_URL", first.url + "/")
+    chat(HELLO)
+    assert (first.stats["asks"], second.stats["asks"]) == (1, 1)
+
+
+def test_an_empty_model_means_the_default_and_others_pass_through(server):
+    async def ask_with(models: list[str]) -> None:
+        for model in models:
+            async for _ in GPTalk.create_async_generator(model, HELLO):
+                pass
+
+    asyncio.run(ask_with(["", "gpt-4"]))
+    assert [body["model"] for step, _, body in server.requests if step == "ask"] == ["gpt-3.5-turbo", "gpt-4"]
+
+
+def test_chat_completion_create_sync_streams_and_joins(server):
+    stream = g4f.ChatCompletion.create("gpt-3.5-turbo", HELLO, provider=GPTalk, stream=True)
+    assert "".join(stream) == echo_reply("Hello")
+    assert g4f.ChatCompletion.create("gpt-3.5-turbo", HELLO, provider=GPTalk) == echo_reply("Hello")
+    assert server.stats["logins"] == 1 and server.stats["asks"] == 2
+
+
+def test_chat_completion_create_async(server):
+    async def both() -> tuple[str, str]:
+        whole = await g4f.ChatCompletion.create_async("gpt-3.5-turbo", HELLO, provider=GPTalk)
+        pieces = [piece async for piece in g4f.ChatCompletion.create_async(
+            "gpt-3.5-turbo", HELLO, provider=GPTalk, stream=True)]
+        return whole, "".join(pieces)
+
+    assert asyncio.run(both()) == (echo_reply("Hello"), echo_reply("Hello"))
+
+
+def test_chats_in_one_loop_share_one_keep_alive_connection(server):
+    async def sequential() -> None:
+        for _ in range(20):
+            await chat_async(HELLO)
+
+    asyncio.run(sequential())
+    assert server.stats["streams"] == 20 and server.stats["connections"] == 1
+
+
+def test_repr_and_debug_log_never_show_the_token(server, capsys):
+    from g4f import debug
+
+    debug.logging = True
+    try:
+        chat(HELLO)
+    finally:
+        debug.logging = False
+    token = server.requests[1][1]["authorization"].removeprefix("Bearer ")
+    shown = capsys.readouterr()
+    assert "GPTalk login" in shown.out + shown.err
+    assert token not in shown.out + shown.err
+    cached = GPTalk._tokens[server.url]._token
+    assert token not in repr(cached) and token not in str(vars(GPTalk))
+
+
+@pytest.mark.parametrize("attribute", ["working", "supports_stream", "supports_message_history", "supports_system_message"])
+def test_provider_declares_what_it_supports(attribute):
+    assert getattr(GPTalk, attribute) is True
+    assert GPTalk.default_model == "gpt-3.5-turbo" and GPTalk.models == ["gpt-3.5-turbo"]
