@@ -30,7 +30,7 @@ class _RegisteringLoader:
         self._loader.exec_module(module)
         try:
             from g4f_gptalk import bridge
-        except Exception:  # a broken plugin install must never break g4f itself
+        except Exception:  # noqa: BLE001 - a broken plugin install must never break g4f itself
             return
         bridge.on_g4f_module_loaded(module.__name__)
 
@@ -50,7 +50,7 @@ class G4FPluginFinder:
         else:
             return None
         if hasattr(spec.loader, "exec_module"):
-            spec.loader = _RegisteringLoader(spec.loader)
+            spec.loader = _RegisteringLoader(spec.loader)  # type: ignore[assignment]
         return spec
 
 

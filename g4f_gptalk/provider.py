@@ -7,7 +7,6 @@ returns a stream token, and an SSE stream of the reply (see ``sse``). Connection
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -155,7 +154,7 @@ class _Call:
                 timeout=self._timeout(step),
             ) as response:
                 status, body = response.status, await response.read()
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise GPTalkTimeoutError(f"GPTalk {step}: no answer in time") from exc
         except aiohttp.ClientError as exc:
             raise ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}") from exc
@@ -207,7 +206,7 @@ class _Call:
                 async for delta in stream_deltas(response.content.iter_any(), reply):
                     yield delta
                 await response.read()  # drain what follows [DONE] so the connection returns to the pool
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise GPTalkTimeoutError(
                 f"GPTalk stream: no data for {self.stall:g}s or past the call's timeout; the reply is incomplete "
                 f"after {len(reply.text)} characters"

@@ -226,7 +226,7 @@ class GPTalkServer:
         elif mode == "stall":
             try:
                 await asyncio.wait_for(self._closing.wait(), timeout=60)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         elif mode == "bad-json":
             await response.write(b"data: {not json\n\n")

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from contextlib import aclosing
-from collections.abc import AsyncIterable, AsyncIterator
 
 from .errors import IncompleteReplyError, excerpt
 
@@ -97,7 +97,7 @@ def content_of(data: bytes) -> str:
     return content
 
 
-async def events(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+async def events(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
     """The ``data`` of each event in a stream of network chunks."""
     decoder = EventDecoder()
     async for chunk in chunks:
