@@ -26,7 +26,6 @@ from . import pool
 from .auth import Token, TokenCache
 from .errors import (
     GPTalkTimeoutError,
-    IncompleteReplyError,
     InvalidRequestError,
     TokenRejectedError,
     envelope_data,
@@ -208,14 +207,11 @@ class _Call:
                 await response.read()  # drain what follows [DONE] so the connection returns to the pool
         except TimeoutError as exc:
             raise GPTalkTimeoutError(
-                f"GPTalk stream: no data for {self.stall:g}s or past the call's timeout; the reply is incomplete "
+                f"GPTalk stream: no data for {self.stall:g}s, or the call's timeout ran out; the reply is incomplete "
                 f"after {len(reply.text)} characters"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise IncompleteReplyError(
-                f"GPTalk stream: the connection failed after {len(reply.text)} characters ({exc}); "
-                f"the reply is incomplete"
-            ) from exc
+            raise reply.incomplete(f"the connection failed ({exc})") from exc
 
 
 def expires_at(data: dict[str, Any]) -> float:
@@ -265,6 +261,6 @@ def split_proxy(proxy: str | None) -> tuple[str | None, str | None]:
     except (TypeError, ValueError):
         url = None
     if url is None or url.scheme not in ("http", "https", *SOCKS_SCHEMES) or not url.host:
-        shown = "(unparsable)" if url is None else repr(str(url.with_password("***") if url.password else url))
-        raise InvalidRequestError(f"GPTalk: proxy {shown} is not an http(s):// or socks5:// proxy URL")
+        shown = f" (scheme {url.scheme!r}, host {url.host!r})" if url is not None and url.absolute else ""
+        raise InvalidRequestError(f"GPTalk: the proxy setting{shown} is not an http(s):// or socks5:// URL with a host")
     return (None, proxy) if url.scheme in SOCKS_SCHEMES else (proxy, None)

@@ -100,6 +100,12 @@ class GPTalkServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def open_connections(self) -> int:
+        """TCP connections the server holds open right now."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(LOGIN_PATH, self._login)

@@ -67,34 +67,36 @@ class EventDecoder:
 
 
 class ReplyText:
-    """The reply emitted so far; turns each cumulative ``content`` into the delta to emit."""
+    """The reply emitted so far; turns each event's cumulative ``content`` into the delta to emit."""
 
     def __init__(self) -> None:
         self.text = ""
 
-    def delta(self, content: str) -> str:
+    def delta(self, data: bytes) -> str:
+        """The new text in one event's ``data``."""
+        content = self._content_of(data)
         text = self.text
         if content.startswith(text):
             self.text = content
             return content[len(text):]
         if text.startswith(content):
             return ""
-        raise IncompleteReplyError(
-            f"GPTalk stream: the server rewrote text it had already sent; the reply stops after "
-            f"{len(text)} characters"
+        raise self.incomplete("the server rewrote text it had already sent")
+
+    def incomplete(self, problem: str) -> IncompleteReplyError:
+        return IncompleteReplyError(
+            f"GPTalk stream: {problem}; the reply is incomplete after {len(self.text)} characters"
         )
 
-
-def content_of(data: bytes) -> str:
-    """The ``content`` string of one event's data."""
-    try:
-        event = json.loads(data)
-    except ValueError:
-        event = None
-    content = event.get("content") if isinstance(event, dict) else None
-    if not isinstance(content, str):
-        raise IncompleteReplyError(f"GPTalk stream: an event has no string 'content': {excerpt(data)}")
-    return content
+    def _content_of(self, data: bytes) -> str:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        content = event.get("content") if isinstance(event, dict) else None
+        if not isinstance(content, str):
+            raise self.incomplete(f"an event has no string 'content': {excerpt(data)}")
+        return content
 
 
 async def events(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
@@ -114,10 +116,7 @@ async def stream_deltas(chunks: AsyncIterable[bytes], reply: ReplyText | None = 
         async for data in datas:
             if data == DONE:
                 return
-            delta = reply.delta(content_of(data))
+            delta = reply.delta(data)
             if delta:
                 yield delta
-    raise IncompleteReplyError(
-        f"GPTalk stream: the stream ended without 'data: [DONE]'; the reply is incomplete after "
-        f"{len(reply.text)} characters"
-    )
+    raise reply.incomplete("the stream ended without 'data: [DONE]'")

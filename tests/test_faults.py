@@ -1,0 +1,177 @@
+"""Server faults and bad input become clear g4f errors; text already received is delivered first."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from g4f.errors import MissingAuthError, RateLimitError, ResponseError
+from g4f.errors import TimeoutError as G4FTimeoutError
+
+from g4f_gptalk import GPTalk
+from g4f_gptalk.errors import IncompleteReplyError, InvalidRequestError
+from g4f_gptalk.server import Faults, echo_reply
+
+from .conftest import HELLO, chat, chat_async, partial_chat
+
+REPLY = echo_reply("Hello")
+
+
+def fail(**options):
+    text, error = asyncio.run(partial_chat(HELLO, **options))
+    assert error is not None, "the chat should have failed"
+    return text, error
+
+
+@pytest.mark.parametrize(
+    ("step", "mode", "error_type", "words"),
+    [
+        ("login", "429", RateLimitError, "GPTalk login: HTTP 429: {\"code\": 429, \"msg\": \"simulated HTTP 429\""),
+        ("ask", "429", RateLimitError, "GPTalk ask: HTTP 429"),
+        ("login", "500", ResponseError, "GPTalk login: HTTP 500: {\"code\": 500"),
+        ("ask", "500", ResponseError, "GPTalk ask: HTTP 500"),
+        ("login", "html", ResponseError, "GPTalk login: expected JSON, got: <!DOCTYPE html><html><title>Just a moment..."),
+        ("ask", "html", ResponseError, "GPTalk ask: expected JSON"),
+        ("login", "code", ResponseError, "GPTalk login: service error 10001: fingerprint banned"),
+        ("ask", "code", ResponseError, "GPTalk ask: service error 10001: fingerprint banned"),
+        ("login", "no-token", ResponseError, "GPTalk login: the answer has no 'data.token'"),
+        ("ask", "no-token", ResponseError, "GPTalk ask: the answer has no 'data.token'"),
+        ("login", "403", MissingAuthError, "GPTalk login: HTTP 403"),
+    ],
+)
+def test_a_failing_login_or_ask_raises_a_g4f_error_naming_the_step_and_the_servers_words(
+    server, step, mode, error_type, words
+):
+    server.faults = Faults(**{step: [mode]})
+    text, error = fail()
+    assert type(error) is error_type or isinstance(error, error_type)
+    assert words in str(error)
+    assert text == "" and server.stats["streams"] == 0
+
+
+@pytest.mark.parametrize("mode", ["401", "403", "auth-code"])
+def test_a_rejected_token_is_dropped_and_the_ask_retried_once_with_a_fresh_login(server, mode):
+    server.faults = Faults(ask=[mode], times=1)
+    assert "".join(chat()) == REPLY
+    assert server.stats["logins"] == 2 and server.stats["asks"] == 2
+
+
+@pytest.mark.parametrize("mode", ["401", "auth-code"])
+def test_a_second_rejection_is_a_missing_auth_error(server, mode):
+    server.faults = Faults(ask=[mode], times=2)
+    _text, error = fail()
+    assert isinstance(error, MissingAuthError) and "GPTalk ask" in str(error)
+    assert server.stats["logins"] == 2 and server.stats["asks"] == 2
+    assert "".join(chat()) == REPLY  # the token that follows works again
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("cut", "GPTalk stream: the connection failed ("),
+        ("no-done", "GPTalk stream: the stream ended without 'data: [DONE]'"),
+        ("bad-json", "GPTalk stream: an event has no string 'content': {not json"),
+        ("non-string", "GPTalk stream: an event has no string 'content': {\"content\": 42}"),
+        ("rewrite", "GPTalk stream: the server rewrote text it had already sent"),
+    ],
+)
+def test_a_broken_stream_yields_the_text_received_then_says_the_reply_is_incomplete(server, mode, words):
+    server.faults = Faults(stream=[mode])
+    text, error = fail()
+    assert isinstance(error, IncompleteReplyError) and isinstance(error, ResponseError)
+    assert words in str(error)
+    assert text and REPLY.startswith(text)
+    assert (text == REPLY) is (mode == "no-done")  # only a missing [DONE] can follow the whole text
+    assert str(error).endswith(f"the reply is incomplete after {len(text)} characters")
+
+
+def test_sse_noise_and_crlf_line_endings_are_normal(server):
+    server.faults = Faults(stream=["noise"])
+    assert "".join(chat()) == REPLY
+
+
+def test_a_stream_refused_with_http_500_is_a_response_error(server):
+    server.faults = Faults(stream=["500"])
+    text, error = fail()
+    assert isinstance(error, ResponseError) and "GPTalk stream: HTTP 500" in str(error) and text == ""
+
+
+def test_a_stalled_stream_raises_a_timeout_within_the_bound_and_releases_the_connection(server):
+    server.faults = Faults(stream=["stall"])
+    started = time.monotonic()
+    text, error = fail(timeout=1.0)
+    waited = time.monotonic() - started
+    assert isinstance(error, G4FTimeoutError) and isinstance(error, TimeoutError)
+    assert "GPTalk stream" in str(error) and text and REPLY.startswith(text)
+    assert waited < 5  # a bound, not a speed claim: without the timeout the server stalls for 60 s
+    server.faults = Faults()
+    assert "".join(chat()) == REPLY
+
+
+def test_stream_timeout_bounds_the_wait_between_events(server):
+    server.faults = Faults(stream=["stall"])
+    _text, error = fail(timeout=30, stream_timeout=0.5)
+    assert isinstance(error, G4FTimeoutError) and "no data for 0.5s" in str(error)
+
+
+def test_an_unreachable_service_is_a_response_error_naming_it(monkeypatch):
+    monkeypatch.setenv("G4F_GPTALK_URL", "http://127.0.0.1:9")
+    _text, error = fail(timeout=5)
+    assert isinstance(error, ResponseError) and "GPTalk login: request to http://127.0.0.1:9 failed" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("messages", "words"),
+    [
+        ([], "messages is empty"),
+        ("Hello", "messages must be a list of chat messages, not str"),
+        (None, "not NoneType"),
+        ([{"content": "Hi"}], "messages[0] must be a dict with a 'role' string and 'content'"),
+        ([{"role": "user"}], "messages[0] must be a dict with a 'role' string and 'content'"),
+        ([{"role": "user", "content": "a"}, "b"], "messages[1] must be a dict"),
+        ([{"role": "user", "content": ["text"]}], "messages[0]['content'] must be text or a list of content parts"),
+    ],
+)
+def test_bad_messages_are_a_value_error_before_any_request(server, messages, words):
+    _text, error = asyncio.run(partial_chat(messages))
+    assert isinstance(error, InvalidRequestError) and isinstance(error, ValueError)
+    assert words in str(error)
+    assert server.stats["logins"] == 0 and server.stats["asks"] == 0
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com", "gptalk.net", "http://", "https://[::1"])
+def test_an_invalid_service_url_names_the_setting(monkeypatch, url):
+    monkeypatch.setenv("G4F_GPTALK_URL", url)
+    _text, error = fail()
+    assert isinstance(error, InvalidRequestError) and "G4F_GPTALK_URL=" in str(error)
+
+
+@pytest.mark.parametrize("proxy", ["ftp://user:hunter2@proxy:21", "hunter2", "http://"])
+def test_an_invalid_proxy_is_named_without_its_password(server, proxy):
+    _text, error = fail(proxy=proxy)
+    assert isinstance(error, InvalidRequestError) and "proxy" in str(error)
+    assert "hunter2" not in str(error) and server.stats["logins"] == 0
+
+
+def test_a_consumer_that_stops_early_leaves_no_unclosed_session(server):
+    async def first_delta_only() -> str:
+        async for delta in GPTalk.create_async_generator("", HELLO):
+            return delta
+        return ""
+
+    assert REPLY.startswith(asyncio.run(first_delta_only()))
+    assert "".join(chat()) == REPLY  # ResourceWarnings are errors in this suite (pytest.ini)
+
+
+def test_cancelled_chats_leave_no_unclosed_session(server):
+    server.faults = Faults(stream=["stall"])
+
+    async def cancel_midway() -> None:
+        task = asyncio.ensure_future(chat_async())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_midway())
