@@ -40,6 +40,9 @@ class _StrategyWithPth:
 
 class EditableWheelWithPth(editable_wheel):
     def _select_strategy(self, *args, **kwargs):
+        # Unless asked otherwise, a plain path entry: for a flat layout setuptools would install a meta path finder
+        # that costs every interpreter ~18 ms and heavy importlib imports at start-up.
+        self.mode = self.mode or "compat"
         return _StrategyWithPth(super()._select_strategy(*args, **kwargs))
 
 

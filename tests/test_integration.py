@@ -1,0 +1,268 @@
+"""g4f finds GPTalk like a built-in, with no import of g4f_gptalk in user code: each test is a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from g4f_gptalk.server import echo_reply
+
+from .conftest import run_python
+
+REPLY = echo_reply("Hello")
+
+
+def user_code(body: str) -> str:
+    """A user's script: g4f only. It fails if the plugin module was imported by anything but g4f."""
+    return textwrap.dedent(body)
+
+
+def test_provider_by_name_sync_and_async(server):
+    out = run_python(user_code("""
+        import asyncio, g4f
+        messages = [{"role": "user", "content": "Hello"}]
+        print(g4f.ChatCompletion.create(model="gpt-3.5-turbo", messages=messages, provider="GPTalk"))
+        print(asyncio.run(g4f.ChatCompletion.create_async(model="gpt-3.5-turbo", messages=messages, provider="GPTalk")))
+    """))
+    assert out.splitlines() == [REPLY, REPLY]
+    assert server.stats["asks"] == 2 and server.stats["logins"] == 1
+
+
+def test_provider_prefix_in_the_model_name(server):
+    out = run_python(user_code("""
+        import g4f
+        print(g4f.ChatCompletion.create(model="GPTalk:gpt-3.5-turbo", messages=[{"role": "user", "content": "Hello"}]))
+    """))
+    assert out.strip() == REPLY and server.stats["asks"] == 1
+
+
+def test_client_and_async_client_streamed_and_not(server):
+    out = run_python(user_code("""
+        import asyncio
+        from g4f.client import AsyncClient, Client
+        messages = [{"role": "user", "content": "Hello"}]
+        client = Client()
+        print(client.chat.completions.create(model="gpt-3.5-turbo", messages=messages, provider="GPTalk")
+              .choices[0].message.content)
+        chunks = client.chat.completions.create(model="gpt-3.5-turbo", messages=messages, provider="GPTalk", stream=True)
+        print("".join(chunk.choices[0].delta.content or "" for chunk in chunks))
+
+        async def main():
+            client = AsyncClient()
+            response = await client.chat.completions.create(model="gpt-3.5-turbo", messages=messages, provider="GPTalk")
+            print(response.choices[0].message.content)
+            stream = client.chat.completions.stream(model="gpt-3.5-turbo", messages=messages, provider="GPTalk") \\
+                if hasattr(client.chat.completions, "stream") else \\
+                client.chat.completions.create(model="gpt-3.5-turbo", messages=messages, provider="GPTalk", stream=True)
+            print("".join([chunk.choices[0].delta.content or "" async for chunk in stream]))
+
+        asyncio.run(main())
+    """))
+    assert out.splitlines() == [REPLY] * 4 and server.stats["asks"] == 4
+
+
+def test_registry_views_and_models_list_gptalk_once():
+    out = run_python(user_code("""
+        import g4f.Provider as P
+        from g4f.models import ModelUtils
+        cls = P.ProviderUtils.convert["GPTalk"]
+        model = ModelUtils.convert["gpt-3.5-turbo"]
+        print(cls.__module__, "GPTalk" in P.ProviderUtils.convert, P.GPTalk is cls,
+              [p.__name__ for p in P.__providers__].count("GPTalk"), list(P.__all__).count("GPTalk"),
+              [p.__name__ for p in model.best_provider.providers])
+    """))
+    assert out.split(maxsplit=5) == ["g4f_gptalk.provider", "True", "True", "1", "1", "['GPTalk']\n"]
+
+
+def test_existing_models_keep_g4f_providers_first_and_in_order():
+    out = run_python(user_code("""
+        import g4f.models as m
+
+        def table():
+            return {name: [getattr(p, "__name__", p) for p in getattr(model.best_provider, "providers", [model.best_provider])]
+                    for name, model in m.ModelUtils.convert.items() if model.best_provider is not None}
+
+        before = table()  # G4F_GPTALK_AUTOLOAD=0: g4f's own models, untouched
+        import g4f_gptalk
+        after = table()
+        print(len(before), [name for name in before if after[name] != before[name]], after["gpt-3.5-turbo"])
+    """), env={"G4F_GPTALK_AUTOLOAD": "0"})
+    count, changed, added = out.split(maxsplit=2)
+    assert int(count) > 10 and changed == "[]" and added.strip() == "['GPTalk']"
+
+
+@pytest.mark.parametrize(
+    "imports",
+    ["import g4f_gptalk; import g4f", "import g4f; import g4f_gptalk", "import g4f.Provider",
+     "from g4f_gptalk.provider import GPTalk; import g4f.Provider", "from g4f_gptalk import GPTalk"],
+)
+def test_every_import_order_registers_gptalk_exactly_once(imports):
+    out = run_python(imports + textwrap.dedent("""
+        import g4f.Provider as P
+        names = list(P.ProviderLoader.names) if hasattr(P, "ProviderLoader") else (
+            list(P._provider_names) if hasattr(P, "_provider_names") else [p.__name__ for p in P.__providers__])
+        print(names.count("GPTalk"), P.ProviderUtils.convert["GPTalk"].__module__)
+    """))
+    assert out.split() == ["1", "g4f_gptalk.provider"]
+
+
+def test_the_autoload_opt_out_leaves_g4f_untouched():
+    out = run_python(
+        "import sys, g4f.Provider as P; print('GPTalk' in P.ProviderUtils.convert, 'g4f_gptalk' in sys.modules)",
+        env={"G4F_GPTALK_AUTOLOAD": "0"},
+    )
+    assert out.split() == ["False", "False"]
+
+
+def start_up_imports() -> dict[str, int]:
+    """Module -> cumulative import microseconds of ``python -X importtime -c pass``, bytecode caching on."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True, env=env)
+    rows = [line.split("|") for line in result.stderr.splitlines() if line.startswith("import time:")]
+    return {row[2].strip(): int(row[1]) for row in rows if row[1].strip().isdigit()}
+
+
+def test_interpreter_start_up_imports_nothing_heavy_and_costs_under_a_millisecond(capsys):
+    start_up_imports()  # the first run may write the bytecode cache
+    runs = [start_up_imports() for _ in range(5)]
+    heavy = {"g4f", "aiohttp", "importlib.abc", "importlib.resources", "g4f_gptalk", "g4f_gptalk.provider"}
+    assert all("_g4f_gptalk_autoload" in run and heavy.isdisjoint(run) for run in runs)
+    best = min(run["_g4f_gptalk_autoload"] for run in runs)
+    assert best < 1000  # microseconds
+    with capsys.disabled():
+        print(f"\n  start-up: _g4f_gptalk_autoload {best} us (best of 5, -X importtime)")
+
+
+def write_plugin(root: Path, dist: str, module: str, entry_points: dict[str, str], code: str) -> None:
+    """A test-only distribution: a module and its .dist-info, found by importlib.metadata on sys.path."""
+    (root / f"{module}.py").write_text(textwrap.dedent(code))
+    info = root / f"{dist}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[g4f.providers]\n{lines}")
+
+
+def test_the_bridge_loads_every_plugin_skips_broken_ones_and_never_shadows_builtins(tmp_path):
+    write_plugin(tmp_path, "echo_plugin", "echo_plugin", {"EchoPlugin": "echo_plugin:EchoPlugin"}, """
+        from g4f.providers.base_provider import AsyncGeneratorProvider
+        class EchoPlugin(AsyncGeneratorProvider):
+            working = True
+            @classmethod
+            async def create_async_generator(cls, model, messages, **kwargs):
+                yield "echo: " + messages[-1]["content"]
+    """)
+    write_plugin(tmp_path, "broken_plugin", "broken_plugin", {"Broken": "broken_plugin:Broken"},
+                 "raise ImportError('this plugin needs a package that is missing')\n")
+    write_plugin(tmp_path, "shadow_plugin", "shadow_plugin", {"Copilot": "shadow_plugin:Copilot"}, """
+        raise AssertionError("a plugin shadowing a built-in must not even be imported")
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import g4f, g4f.Provider as P
+            print(g4f.ChatCompletion.create("gpt-3.5-turbo", [{"role": "user", "content": "hi"}], provider="EchoPlugin"))
+            print("Broken" in P.ProviderUtils.convert, P.ProviderUtils.convert["Copilot"].__module__,
+                  "GPTalk" in P.ProviderUtils.convert)
+        """)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "echo: hi"
+    assert result.stdout.splitlines()[1].split() == ["False", "g4f.Provider.Copilot", "True"]
+    warnings = [line for line in result.stderr.splitlines() if "PluginWarning" in line]
+    assert len(warnings) == 2, result.stderr
+    assert any("'Broken' skipped: loading broken_plugin:Broken failed" in line for line in warnings)
+    assert any("'Copilot' skipped: g4f already has a provider named 'Copilot'" in line for line in warnings)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def g4f_api(server):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "g4f.cli", "api", "--bind", f"127.0.0.1:{port}", "--no-gui"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"g4f api exited: {process.stdout.read() if process.stdout else ''}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("g4f api did not start within 60 s")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+def test_the_openai_compatible_server_lists_and_answers_with_gptalk(g4f_api, server):
+    import urllib.request
+
+    from openai import OpenAI
+
+    with urllib.request.urlopen(f"{g4f_api}/v1/providers", timeout=30) as response:
+        providers = json.load(response)
+    assert "GPTalk" in [provider["id"] for provider in providers]
+    client = OpenAI(base_url=f"{g4f_api}/v1", api_key="unused", max_retries=0, timeout=60)
+    messages = [{"role": "user", "content": "Hello"}]
+    whole = client.chat.completions.create(model="gpt-3.5-turbo", messages=messages, extra_body={"provider": "GPTalk"})
+    assert whole.choices[0].message.content == REPLY
+    stream = client.chat.completions.create(
+        model="gpt-3.5-turbo", messages=messages, stream=True, extra_body={"provider": "GPTalk"})
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert "".join(pieces) == REPLY and len([p for p in pieces if p]) > 10
+    assert server.stats["asks"] == 2
+
+
+def test_the_g4f_client_cli_prints_the_reply(server):
+    result = subprocess.run(
+        [sys.executable, "-m", "g4f.cli", "client", "-p", "GPTalk", "Hello"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert REPLY in result.stdout, result.stdout + result.stderr
+    assert server.stats["asks"] == 1
+
+
+def test_doctor_reports_every_path_and_a_login(server):
+    result = subprocess.run(
+        [sys.executable, "-m", "g4f_gptalk", "doctor"], capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line.split(":")[0] for line in lines] == [
+        "ok    autoload", "ok    registry", "ok    provider list", "ok    selection", "ok    models", "ok    login"]
+    assert server.stats["logins"] == 1
+
+
+def test_doctor_fails_when_the_service_does_not_answer():
+    result = subprocess.run(
+        [sys.executable, "-m", "g4f_gptalk", "doctor", "--url", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert re.search(r"^FAIL  login: GPTalk login: request to http://127.0.0.1:9 failed", result.stdout, re.M)
