@@ -204,6 +204,7 @@ class GPTalkServer:
         await response.prepare(request)
         if self.faults.first_event_delay:
             await asyncio.sleep(self.faults.first_event_delay)
+        self.first_event_at = time.time()  # benchmarks compare it with when the client saw its first delta
         reply = self.reply(job[0])
         pieces = [reply[i : i + self.chunk_chars] for i in range(0, len(reply), self.chunk_chars)]
         middle = len(pieces) // 2
@@ -244,7 +245,7 @@ class GPTalkServer:
     # -- control, for a server in another process -----------------------------------------------------------------
 
     async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(self.stats))
+        return web.json_response({**self.stats, "first_event_at": getattr(self, "first_event_at", None)})
 
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.reset()

@@ -1,0 +1,95 @@
+"""The two reference clients the provider is measured against, on the same local GPTalk server.
+
+``RawClient`` is the wire minimum: one pooled aiohttp session, a login every 5 asks, no framework, no checks.
+``SeedClient`` is the straightforward design GPTalk providers started from: a new ClientSession per call, the
+token on the class, no lock (so concurrent chats may log in more often than needed).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import ClientSession
+from g4f.Provider.helper import format_prompt
+
+HEADERS = {"content-type": "application/json", "x-auth-appid": "2229"}
+
+
+def ask_body(messages: list[dict[str, str]], model: str) -> dict[str, object]:
+    return {"content": format_prompt(messages), "accept": "stream", "from": 1, "model": model, "is_mobile": 0,
+            "user_agent": "bench", "is_open_ctx": 0, "prompt": "", "roid": 111, "temperature": 0,
+            "ctx_msg_count": 3, "created_at": int(time.time())}
+
+
+class RawClient:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session: ClientSession | None = None
+        self.token: str | None = None
+        self.asks = 0
+
+    async def chat(self, messages: list[dict[str, str]], model: str = "gpt-3.5-turbo") -> AsyncIterator[str]:
+        if self.session is None:
+            self.session = ClientSession(headers=HEADERS)
+        if self.token is None or self.asks == 5:
+            self.asks = 0
+            async with self.session.post(f"{self.url}/api/chatgpt/user/login",
+                                         json={"fingerprint": secrets.token_hex(16), "platform": "fingerprint"}) as r:
+                self.token = (await r.json())["data"]["token"]
+        self.asks += 1
+        async with self.session.post(f"{self.url}/api/chatgpt/chatapi/text", json=ask_body(messages, model),
+                                     headers={"authorization": f"Bearer {self.token}"}) as r:
+            stream_token = (await r.json())["data"]["token"]
+        async with self.session.get(f"{self.url}/api/chatgpt/chatapi/stream", params={"token": stream_token}) as r:
+            sent, partial = 0, b""
+            async for chunk in r.content.iter_any():
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()
+                for line in lines:
+                    if line.startswith(b"data: "):
+                        if line == b"data: [DONE]":
+                            return
+                        content = json.loads(line[6:])["content"]
+                        yield content[sent:]
+                        sent = len(content)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+class SeedClient:
+    url = ""
+    _auth: dict[str, str] | None = None
+    used_times = 0
+
+    @classmethod
+    async def chat(cls, messages: list[dict[str, str]], model: str = "gpt-3.5-turbo") -> AsyncIterator[str]:
+        timestamp = int(time.time())
+        async with ClientSession(headers=HEADERS) as session:
+            if not cls._auth or int(cls._auth["expires_at"]) < timestamp or cls.used_times == 5:
+                data = {"fingerprint": secrets.token_hex(16), "platform": "fingerprint"}
+                async with session.post(f"{cls.url}/api/chatgpt/user/login", json=data) as response:
+                    response.raise_for_status()
+                    cls._auth = (await response.json())["data"]
+                cls.used_times = 0
+            headers = {"authorization": f"Bearer {cls._auth['token']}"}
+            async with session.post(f"{cls.url}/api/chatgpt/chatapi/text", json=ask_body(messages, model),
+                                    headers=headers) as response:
+                response.raise_for_status()
+                token = (await response.json())["data"]["token"]
+                cls.used_times += 1
+            last_message = ""
+            async with session.get(f"{cls.url}/api/chatgpt/chatapi/stream", params={"token": token}) as response:
+                response.raise_for_status()
+                async for line in response.content:
+                    if line.startswith(b"data: "):
+                        if line.startswith(b"data: [DONE]"):
+                            break
+                        message = json.loads(line[6:-1])["content"]
+                        yield message[len(last_message):]
+                        last_message = message

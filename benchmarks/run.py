@@ -1,0 +1,233 @@
+"""Benchmarks: GPTalk against the wire minimum (raw) and the seed design, side by side in one run.
+
+    python benchmarks/run.py [--rounds 3] [--sequential 400]
+
+Starts ``g4f-gptalk serve`` in its own process (so client CPU is the client's alone), runs every scenario for every
+client in alternating order over several rounds, prints medians as a Markdown table and writes
+``benchmarks/results/results.md`` and ``benchmarks/results/reply_length.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import g4f
+from clients import RawClient, SeedClient
+
+from g4f_gptalk import GPTalk, pool
+from g4f_gptalk.server import GPTalkServer, echo_reply
+
+RESULTS = Path(__file__).parent / "results"
+Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
+CLIENTS = ["raw", "seed", "GPTalk", "g4f async"]
+LENGTHS = [375, 750, 1500, 3000]  # events per reply
+FIRST_EVENT_DELAY = 0.05
+
+
+def server_stats(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url + "/_local/stats", timeout=10) as response:
+        return json.load(response)
+
+
+def set_faults(url: str, **faults: object) -> None:
+    request = urllib.request.Request(url + "/_local/faults", data=json.dumps(faults).encode(), method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def prompt_for(events: int) -> str:
+    """A prompt whose echo reply takes ``events`` events of 3 characters."""
+    return "x" * (3 * events - len(echo_reply("")))
+
+
+def wire_bytes(events: int) -> int:
+    reply = echo_reply(prompt_for(events))
+    return sum(len(GPTalkServer._event(reply[: 3 * (i + 1)])) for i in range(events))
+
+
+def make_client(name: str, url: str) -> tuple[Chat, Callable[[], object]]:
+    """A fresh client (no token, no session) and what closes it."""
+    GPTalk._tokens.clear()
+    if name == "raw":
+        raw = RawClient(url)
+        return raw.chat, raw.close
+    if name == "seed":
+        SeedClient.url, SeedClient._auth, SeedClient.used_times = url, None, 0
+        return SeedClient.chat, pool.close_running_loop
+    if name == "GPTalk":
+        return (lambda messages: GPTalk.create_async_generator("gpt-3.5-turbo", messages)), pool.close_running_loop
+    return (lambda messages: g4f.ChatCompletion.create_async("gpt-3.5-turbo", messages, provider=GPTalk, stream=True)), \
+        pool.close_running_loop
+
+
+async def consume(chat: Chat, prompt: str) -> tuple[str, float | None]:
+    first = None
+    parts = []
+    async for delta in chat([{"role": "user", "content": prompt}]):
+        if first is None:
+            first = time.time()
+        parts.append(delta)
+    return "".join(parts), first
+
+
+def measure(name: str, url: str, scenario: Callable[[Chat], object]) -> dict[str, float]:
+    """Run ``scenario`` with a fresh client in a fresh loop: wall, client CPU and what the server counted."""
+    before = server_stats(url)
+
+    async def main() -> object:
+        chat, close = make_client(name, url)
+        try:
+            return await scenario(chat)  # type: ignore[misc]
+        finally:
+            await close()  # type: ignore[misc]
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    extra = asyncio.run(main())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = server_stats(url)
+    counts = {key: after.get(key, 0) - before.get(key, 0) for key in ("logins", "connections", "asks")}
+    return {"wall": wall, "cpu": cpu, **counts, **(extra if isinstance(extra, dict) else {})}
+
+
+def sequential(n: int) -> Callable[[Chat], object]:
+    async def run(chat: Chat) -> None:
+        for i in range(n):
+            text, _ = await consume(chat, f"chat {i}")
+            assert text == echo_reply(f"chat {i}")
+    return run
+
+
+def concurrent(n: int) -> Callable[[Chat], object]:
+    async def run(chat: Chat) -> None:
+        texts = await asyncio.gather(*(consume(chat, f"chat {i}") for i in range(n)))
+        assert [text for text, _ in texts] == [echo_reply(f"chat {i}") for i in range(n)]
+    return run
+
+
+def first_delta(url: str, chats: int = 20) -> Callable[[Chat], object]:
+    async def run(chat: Chat) -> dict[str, float]:
+        gaps = []
+        for i in range(chats):
+            _, first = await consume(chat, f"chat {i}")
+            gaps.append((first or 0) - server_stats(url)["first_event_at"])
+        return {"ttfd_ms": statistics.median(gaps) * 1000}
+    return run
+
+
+def long_reply(events: int) -> Callable[[Chat], object]:
+    async def run(chat: Chat) -> dict[str, float]:
+        await consume(chat, "warm up")  # login and connection, so the timed part is the reply alone
+        wall, cpu = time.perf_counter(), time.process_time()
+        text, _ = await consume(chat, prompt_for(events))
+        assert text == echo_reply(prompt_for(events))
+        return {"reply_wall": time.perf_counter() - wall, "reply_cpu": time.process_time() - cpu}
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sequential", type=int, default=400)
+    args = parser.parse_args()
+    server = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "serve", "--port", "0"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[-1]
+        scenarios: dict[str, Callable[[Chat], object]] = {
+            f"{args.sequential} sequential": sequential(args.sequential),
+            "100 concurrent": concurrent(100),
+            "500 concurrent": concurrent(500),
+            **{f"reply {n}": long_reply(n) for n in LENGTHS},
+        }
+        samples: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+        for round_index in range(args.rounds):
+            order = CLIENTS[round_index % len(CLIENTS):] + CLIENTS[: round_index % len(CLIENTS)]
+            for scenario_name, scenario in scenarios.items():
+                for client in order:
+                    samples[(scenario_name, client)].append(measure(client, url, scenario))
+            set_faults(url, first_event_delay=FIRST_EVENT_DELAY)
+            for client in order:
+                samples[("first delta", client)].append(measure(client, url, first_delta(url)))
+            set_faults(url)
+        report(samples, args.sequential)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def median(samples: list[dict[str, float]], key: str) -> float:
+    return statistics.median(sample[key] for sample in samples)
+
+
+def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int) -> None:
+    seq = f"{n} sequential"
+    rows = ["| client | seq wall s | seq CPU s | seq logins | seq TCP conns | 100 conc wall s | 500 conc wall s "
+            "| 500 conc logins | first delta after server's first event, ms | CPU for 3000-event reply, ms |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for client in CLIENTS:
+        rows.append("| " + " | ".join([
+            client,
+            f"{median(samples[(seq, client)], 'wall'):.3f}",
+            f"{median(samples[(seq, client)], 'cpu'):.3f}",
+            f"{median(samples[(seq, client)], 'logins'):.0f}",
+            f"{median(samples[(seq, client)], 'connections'):.0f}",
+            f"{median(samples[('100 concurrent', client)], 'wall'):.3f}",
+            f"{median(samples[('500 concurrent', client)], 'wall'):.3f}",
+            f"{median(samples[('500 concurrent', client)], 'logins'):.0f}",
+            f"{median(samples[('first delta', client)], 'ttfd_ms'):.2f}",
+            f"{median(samples[('reply 3000', client)], 'reply_cpu') * 1000:.1f}",
+        ]) + " |")
+    raw = {key: median(samples[(key, "raw")], metric) for key, metric in
+           ((seq, "wall"), ("500 concurrent", "wall"), ("reply 3000", "reply_cpu"))}
+    raw_cpu = median(samples[(seq, "raw")], "cpu")
+    ratios = ["", "| ratio to raw | seq wall | seq CPU | 500 conc wall | 3000-event reply CPU |", "|---|---|---|---|---|"]
+    for client in CLIENTS[1:]:
+        ratios.append(f"| {client} | {median(samples[(seq, client)], 'wall') / raw[seq]:.2f} "
+                      f"| {median(samples[(seq, client)], 'cpu') / raw_cpu:.2f} "
+                      f"| {median(samples[('500 concurrent', client)], 'wall') / raw['500 concurrent']:.2f} "
+                      f"| {median(samples[('reply 3000', client)], 'reply_cpu') / raw['reply 3000']:.2f} |")
+    growth = ["", "| events per reply | wire bytes | " + " | ".join(f"{c} CPU ms" for c in CLIENTS) + " |",
+              "|---" * (2 + len(CLIENTS)) + "|"]
+    for events in LENGTHS:
+        growth.append(f"| {events} | {wire_bytes(events):,} | " + " | ".join(
+            f"{median(samples[(f'reply {events}', c)], 'reply_cpu') * 1000:.1f}" for c in CLIENTS) + " |")
+    table = "\n".join(rows + ratios + growth)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "results.md").write_text(table + "\n")
+    plot(samples)
+
+
+def plot(samples: dict[tuple[str, str], list[dict[str, float]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (latency, cpu) = plt.subplots(1, 2, figsize=(11, 4))
+    for client in CLIENTS:
+        latency.plot(LENGTHS, [median(samples[(f"reply {n}", client)], "reply_wall") * 1000 for n in LENGTHS], "o-",
+                     label=client)
+        cpu.plot(LENGTHS, [median(samples[(f"reply {n}", client)], "reply_cpu") * 1000 for n in LENGTHS], "o-",
+                 label=client)
+    for axis, title in ((latency, "reply latency, ms"), (cpu, "client CPU, ms")):
+        axis.set_xlabel("events per reply (cumulative content)")
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(RESULTS / "reply_length.png", dpi=100)
+
+
+if __name__ == "__main__":
+    main()
