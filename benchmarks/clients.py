@@ -7,6 +7,7 @@ token on the class, no lock (so concurrent chats may log in more often than need
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -15,7 +16,10 @@ from collections.abc import AsyncIterator
 from aiohttp import ClientSession
 from g4f.Provider.helper import format_prompt
 
-HEADERS = {"content-type": "application/json", "x-auth-appid": "2229"}
+from g4f_gptalk.provider import BROWSER_HEADERS
+
+# The same browser headers the provider sends: they are part of the protocol, so part of the wire minimum.
+HEADERS = BROWSER_HEADERS
 
 
 def ask_body(messages: list[dict[str, str]], model: str) -> dict[str, object]:
@@ -30,18 +34,22 @@ class RawClient:
         self.session: ClientSession | None = None
         self.token: str | None = None
         self.asks = 0
+        self.login_lock = asyncio.Lock()  # concurrent chats share one login, as in the provider
 
     async def chat(self, messages: list[dict[str, str]], model: str = "gpt-3.5-turbo") -> AsyncIterator[str]:
         if self.session is None:
             self.session = ClientSession(headers=HEADERS)
         if self.token is None or self.asks == 5:
-            self.asks = 0
-            async with self.session.post(f"{self.url}/api/chatgpt/user/login",
-                                         json={"fingerprint": secrets.token_hex(16), "platform": "fingerprint"}) as r:
-                self.token = (await r.json())["data"]["token"]
+            async with self.login_lock:
+                if self.token is None or self.asks == 5:
+                    async with self.session.post(f"{self.url}/api/chatgpt/user/login", json={
+                            "fingerprint": secrets.token_hex(16), "platform": "fingerprint"}) as r:
+                        self.token = (await r.json())["data"]["token"]
+                    self.asks = 0
         self.asks += 1
+        token = self.token
         async with self.session.post(f"{self.url}/api/chatgpt/chatapi/text", json=ask_body(messages, model),
-                                     headers={"authorization": f"Bearer {self.token}"}) as r:
+                                     headers={"authorization": f"Bearer {token}"}) as r:
             stream_token = (await r.json())["data"]["token"]
         async with self.session.get(f"{self.url}/api/chatgpt/chatapi/stream", params={"token": stream_token}) as r:
             sent, partial = 0, b""

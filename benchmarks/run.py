@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -143,6 +144,7 @@ def main() -> None:
     try:
         assert server.stdout is not None
         url = server.stdout.readline().split()[-1]
+        os.environ["G4F_GPTALK_URL"] = url
         scenarios: dict[str, Callable[[Chat], object]] = {
             f"{args.sequential} sequential": sequential(args.sequential),
             "100 concurrent": concurrent(100),

@@ -92,7 +92,7 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin):
         prompt = prompt_of(messages)
         base_url = service_url(cls.url)
         http_proxy, socks_proxy = split_proxy(proxy)
-        model = cls.get_model(model)
+        model = model if model and model != "auto" else cls.default_model
         total = float(timeout or cls.timeout)
         deadline = time.monotonic() + total
         resources = await pool.for_running_loop()

@@ -16,8 +16,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterable, AsyncIterator
 
 from .errors import IncompleteReplyError, excerpt
 
@@ -41,29 +40,26 @@ class EventDecoder:
             lines[0] = b"".join(self._partial_line)
         last = lines.pop()
         self._partial_line = [last] if last else []
-        events: list[bytes] = []
-        for line in lines:
-            self._take_line(line, events)
-        return events
+        return self._take_lines(lines)
 
     def close(self) -> list[bytes]:
         """The events left when the stream ends; an unterminated last event still counts."""
-        events: list[bytes] = []
-        if self._partial_line:
-            self._take_line(b"".join(self._partial_line), events)
-            self._partial_line = []
-        self._take_line(b"", events)
-        return events
+        lines, self._partial_line = [b"".join(self._partial_line), b""], []
+        return self._take_lines(lines)
 
-    def _take_line(self, line: bytes, events: list[bytes]) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            if self._data:
-                events.append(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
-                self._data = []
-        elif line.startswith(b"data:"):
-            self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+    def _take_lines(self, lines: list[bytes]) -> list[bytes]:
+        events: list[bytes] = []
+        data = self._data
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    events.append(data[0] if len(data) == 1 else b"\n".join(data))
+                    data.clear()
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+        return events
 
 
 class ReplyText:
@@ -90,7 +86,7 @@ class ReplyText:
 
     def _content_of(self, data: bytes) -> str:
         try:
-            event = json.loads(data)
+            event = json.loads(data.decode())  # a str skips json's encoding detection, a cost on every event
         except ValueError:
             event = None
         content = event.get("content") if isinstance(event, dict) else None
@@ -99,24 +95,18 @@ class ReplyText:
         return content
 
 
-async def events(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-    """The ``data`` of each event in a stream of network chunks."""
-    decoder = EventDecoder()
-    async for chunk in chunks:
-        for data in decoder.feed(chunk):
-            yield data
-    for data in decoder.close():
-        yield data
-
-
 async def stream_deltas(chunks: AsyncIterable[bytes], reply: ReplyText | None = None) -> AsyncIterator[str]:
     """The new text of each event in ``chunks``, up to ``data: [DONE]``; ``reply`` collects the whole text."""
     reply = reply if reply is not None else ReplyText()
-    async with aclosing(events(chunks)) as datas:
-        async for data in datas:
+    decoder = EventDecoder()
+    chunk_iterator = aiter(chunks)
+    while True:
+        chunk = await anext(chunk_iterator, None)
+        for data in decoder.feed(chunk) if chunk is not None else decoder.close():
             if data == DONE:
                 return
             delta = reply.delta(data)
             if delta:
                 yield delta
-    raise reply.incomplete("the stream ended without 'data: [DONE]'")
+        if chunk is None:
+            raise reply.incomplete("the stream ended without 'data: [DONE]'")
