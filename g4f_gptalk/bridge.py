@@ -72,10 +72,24 @@ def register_models() -> None:
     models = sys.modules.get("g4f.models")
     if models is None:
         return
-    for provider in load_plugins().values():
+    import g4f.Provider as registry
+
+    parses_prefix = "ProviderLoader" in vars(registry)  # g4f 8 reads "Name:model" itself
+    for name, provider in load_plugins().items():
         for model_name in getattr(provider, "models", None) or [getattr(provider, "default_model", None)]:
             if model_name:
                 _add_to_model(models, model_name, provider)
+                if not parses_prefix:
+                    _add_prefixed_alias(models, name, model_name, provider)
+
+
+def _add_prefixed_alias(models: ModuleType, name: str, model_name: str, provider: type) -> None:
+    """``model="Name:model"`` for g4f before 8, which looks the whole string up in ``ModelUtils.convert``."""
+    alias = f"{name}:{model_name}"
+    if alias not in models.ModelUtils.convert:
+        models.ModelUtils.convert[alias] = models.Model(
+            name=alias, base_provider=name, best_provider=provider, long_name=model_name
+        )
 
 
 def _skip(name: str, reason: str) -> None:

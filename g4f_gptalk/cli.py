@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from g4f import debug
 from g4f.errors import G4FError
 
 from .provider import URL_ENV, GPTalk
@@ -88,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    debug.version_check = False  # g4f's update notice would land in the middle of our output on stdout
     if getattr(args, "url", None):
         os.environ[URL_ENV] = args.url
     actions: dict[str, Callable[[], object]] = {

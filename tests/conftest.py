@@ -97,4 +97,10 @@ def run_python(code: str, *args: str, env: dict[str, str] | None = None, timeout
         cwd=Path(__file__).parent,  # not the checkout: the installed package must be what runs
     )
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result.stdout
+    return without_g4f_notices(result.stdout)
+
+
+def without_g4f_notices(stdout: str) -> str:
+    """stdout less the update notice g4f prints on its first request (it asks PyPI; versions differ in wording)."""
+    return "".join(line for line in stdout.splitlines(keepends=True)
+                   if not line.startswith(("New g4f version available", "g4f is up-to-date", "Failed to check g4f")))

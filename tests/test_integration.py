@@ -16,7 +16,7 @@ import pytest
 
 from g4f_gptalk.server import echo_reply
 
-from .conftest import run_python
+from .conftest import run_python, without_g4f_notices
 
 REPLY = echo_reply("Hello")
 
@@ -176,8 +176,9 @@ def test_the_bridge_loads_every_plugin_skips_broken_ones_and_never_shadows_built
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "echo: hi"
-    assert result.stdout.splitlines()[1].split() == ["False", "g4f.Provider.Copilot", "True"]
+    lines = without_g4f_notices(result.stdout).splitlines()
+    assert lines[0] == "echo: hi"
+    assert lines[1].split() == ["False", "g4f.Provider.Copilot", "True"]
     warnings = [line for line in result.stderr.splitlines() if "PluginWarning" in line]
     assert len(warnings) == 2, result.stderr
     assert any("'Broken' skipped: loading broken_plugin:Broken failed" in line for line in warnings)
