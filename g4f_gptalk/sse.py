@@ -86,7 +86,7 @@ class ReplyText:
 
     def _content_of(self, data: bytes) -> str:
         try:
-            event = json.loads(data.decode())  # a str skips json's encoding detection, a cost on every event
+            event = json.loads(data)
         except ValueError:
             event = None
         content = event.get("content") if isinstance(event, dict) else None
