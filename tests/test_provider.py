@@ -151,3 +151,12 @@ def test_repr_and_debug_log_never_show_the_token(server, capsys):
 def test_provider_declares_what_it_supports(attribute):
     assert getattr(GPTalk, attribute) is True
     assert GPTalk.default_model == "gpt-3.5-turbo" and GPTalk.models == ["gpt-3.5-turbo"]
+
+
+def test_requests_go_through_the_http_proxy(server, monkeypatch):
+    # Nothing listens at the service address; only a request sent through the proxy (in absolute form, which the
+    # local server also answers) can reach a GPTalk server.
+    monkeypatch.setenv("G4F_GPTALK_URL", "http://127.0.0.1:9")
+    assert "".join(chat(HELLO, proxy=server.url)) == echo_reply("Hello")
+    assert server.stats["logins"] == 1 and server.stats["streams"] == 1
+    assert server.requests[0][1]["host"] == "127.0.0.1:9"
