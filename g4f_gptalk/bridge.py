@@ -24,6 +24,7 @@ GROUP = "g4f.providers"
 registered: dict[str, type] = {}
 """Providers this bridge added to g4f, by name."""
 _skipped: set[str] = set()
+_scanned = False  # the entry point scan is the costly part of import g4f with plugins: do it once per process
 
 
 class PluginWarning(UserWarning):
@@ -42,7 +43,10 @@ def on_g4f_module_loaded(name: str) -> None:
 
 
 def load_plugins() -> dict[str, type]:
-    """Register every provider of the ``g4f.providers`` entry point group that is not registered yet."""
+    """Register every provider of the ``g4f.providers`` entry point group (scanned once per process)."""
+    global _scanned
+    if _scanned:
+        return registered
     import g4f.Provider as registry
 
     for entry_point in entry_points(group=GROUP):
@@ -64,6 +68,7 @@ def load_plugins() -> dict[str, type]:
             continue
         _add_to_registry(registry, name, provider)
         registered[name] = provider
+    _scanned = True
     return registered
 
 

@@ -161,10 +161,14 @@ class GPTalkServer:
             return web.json_response({"code": 401, "msg": "token expired, please log in again", "data": None})
         return web.json_response({"code": 0, "msg": "ok", "data": {}})  # "no-token"
 
-    async def _login(self, request: web.Request) -> web.StreamResponse:
+    async def _receive(self, step: str, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        """A JSON request counted for ``step``, and the fault to answer it with, if one is switched on."""
         body = await request.json()
-        self._seen("login", request, body)
-        fault = self._fault_response(self.faults.pick("login"))
+        self._seen(step, request, body)
+        return body, self._fault_response(self.faults.pick(step))
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        body, fault = await self._receive("login", request)
         if fault is not None:
             return fault
         if not FINGERPRINT.fullmatch(str(body.get("fingerprint"))) or body.get("platform") != "fingerprint":
@@ -175,9 +179,7 @@ class GPTalkServer:
         return web.json_response({"code": 0, "msg": "ok", "data": {"token": token, "expires_at": int(expires_at)}})
 
     async def _ask(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self._seen("ask", request, body)
-        fault = self._fault_response(self.faults.pick("ask"))
+        body, fault = await self._receive("ask", request)
         if fault is not None:
             return fault
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
