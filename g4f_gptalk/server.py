@@ -15,6 +15,7 @@ import json
 import random
 import re
 import secrets
+import ssl
 import threading
 import time
 from collections import Counter
@@ -68,7 +69,10 @@ class Faults:
 
 
 class GPTalkServer:
-    """The GPTalk protocol on ``http://127.0.0.1:<port>``; port 0 picks a free one (read ``url`` after start)."""
+    """The GPTalk protocol on ``http://127.0.0.1:<port>``; port 0 picks a free one (read ``url`` after start).
+
+    With ``ssl_context`` it serves https instead, for checking that clients verify certificates.
+    """
 
     def __init__(
         self,
@@ -79,8 +83,9 @@ class GPTalkServer:
         chunk_chars: int = 3,
         reply: Callable[[str], str] = echo_reply,
         host: str = "127.0.0.1",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.host, self.port = host, port
+        self.host, self.port, self.ssl_context = host, port, ssl_context
         self.token_ttl, self.max_asks, self.chunk_chars, self.reply = token_ttl, max_asks, chunk_chars, reply
         self.faults = Faults()
         self._runner: web.AppRunner | None = None
@@ -98,13 +103,14 @@ class GPTalkServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     @property
     def open_connections(self) -> int:
-        """TCP connections the server holds open right now."""
+        """TCP connections open right now (a handler still running for a client that hung up does not count)."""
         server = self._runner.server if self._runner is not None else None
-        return len(server.connections) if server is not None else 0
+        handlers = server.connections if server is not None else []
+        return sum(1 for handler in handlers if handler.transport is not None and not handler.transport.is_closing())
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -120,7 +126,7 @@ class GPTalkServer:
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
+import trustme
 from g4f.errors import MissingAuthError, RateLimitError, ResponseError
 from g4f.errors import TimeoutError as G4FTimeoutError
 
-from g4f_gptalk import GPTalk
+import g4f_gptalk
+from g4f_gptalk import GPTalk, pool
 from g4f_gptalk.errors import IncompleteReplyError, InvalidRequestError
 from g4f_gptalk.server import Faults, echo_reply
 
@@ -105,8 +110,27 @@ def test_a_stalled_stream_raises_a_timeout_within_the_bound_and_releases_the_con
     assert isinstance(error, G4FTimeoutError) and isinstance(error, TimeoutError)
     assert "GPTalk stream" in str(error) and text and REPLY.startswith(text)
     assert waited < 5  # a bound, not a speed claim: without the timeout the server stalls for 60 s
-    server.faults = Faults()
-    assert "".join(chat()) == REPLY
+
+
+def test_a_stalled_streams_connection_is_closed_not_returned_to_the_pool(server):
+    server.faults = Faults(stream=["stall"])
+
+    async def stall_then_chat() -> tuple[int, int, str]:
+        _text, error = await partial_chat(HELLO, timeout=1.0)
+        assert isinstance(error, G4FTimeoutError)
+        connector = (await pool.for_running_loop()).session().connector
+        in_use = len(connector._acquired)  # type: ignore[union-attr]
+        for _ in range(100):  # the server sees the close a moment later; wait for it, up to 5 s
+            if server.open_connections == 0:
+                break
+            await asyncio.sleep(0.05)
+        left_open = server.open_connections
+        server.faults = Faults()
+        return in_use, left_open, "".join(await chat_async())
+
+    in_use, left_open, next_reply = asyncio.run(stall_then_chat())
+    assert (in_use, left_open) == (0, 0)
+    assert next_reply == REPLY and server.stats["connections"] == 2  # the next chat needed a new connection
 
 
 def test_stream_timeout_bounds_the_wait_between_events(server):
@@ -152,6 +176,27 @@ def test_an_invalid_proxy_is_named_without_its_password(server, proxy):
     _text, error = fail(proxy=proxy)
     assert isinstance(error, InvalidRequestError) and "proxy" in str(error)
     assert "hunter2" not in str(error) and server.stats["logins"] == 0
+
+
+def test_tls_certificates_are_verified(start_server):
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server = start_server(ssl_context=server_context)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    with urllib.request.urlopen(server.url + "/_local/stats", context=trusting, timeout=5) as response:
+        assert response.status == 200  # the https server works for a client that trusts its CA
+    _text, error = fail(timeout=5)
+    assert isinstance(error, ResponseError) and "GPTalk login" in str(error) and "certificate verify failed" in str(error)
+    assert server.stats["logins"] == 0
+
+
+def test_no_module_turns_tls_verification_off():
+    modules = Path(g4f_gptalk.__file__).parent.glob("*.py")
+    offending = [(module.name, pattern) for module in modules for pattern in ("ssl=False", "verify_ssl", "CERT_NONE")
+                 if pattern in module.read_text()]
+    assert offending == []
 
 
 def test_a_consumer_that_stops_early_leaves_no_unclosed_session(server):

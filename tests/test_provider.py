@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import math
 import re
 import time
@@ -12,9 +14,9 @@ import pytest
 from g4f.Provider.helper import format_prompt
 
 from g4f_gptalk import GPTalk, auth
-from g4f_gptalk.server import echo_reply
+from g4f_gptalk.server import Faults, echo_reply
 
-from .conftest import HELLO, chat, chat_async
+from .conftest import HELLO, chat, chat_async, partial_chat
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -131,20 +133,29 @@ def test_chats_in_one_loop_share_one_keep_alive_connection(server):
     assert server.stats["streams"] == 20 and server.stats["connections"] == 1
 
 
-def test_repr_and_debug_log_never_show_the_token(server, capsys):
-    from g4f import debug
+def test_tokens_fingerprints_and_proxy_passwords_stay_out_of_logs_errors_and_reprs(server, monkeypatch, capsys, caplog):
+    monkeypatch.setattr(g4f.debug, "logging", True)
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("G4F_GPTALK_URL", "http://127.0.0.1:9")  # nothing listens there: only the proxy gets through
+    proxy = server.url.replace("http://", "http://agent:hunter2@")
+    reply = g4f.ChatCompletion.create(GPTalk.default_model, HELLO, provider=GPTalk, proxy=proxy)  # g4f's logs count too
+    server.faults = Faults(stream=["cut"])
+    _text, cut_error = asyncio.run(partial_chat(HELLO, proxy=proxy))
+    _text, proxy_error = asyncio.run(partial_chat(HELLO, proxy="http://agent:hunter2@127.0.0.1:9", timeout=5))
+    assert reply == echo_reply("Hello") and cut_error is not None and proxy_error is not None
 
-    debug.logging = True
-    try:
-        chat(HELLO)
-    finally:
-        debug.logging = False
-    token = server.requests[1][1]["authorization"].removeprefix("Bearer ")
+    credentials = base64.b64encode(b"agent:hunter2").decode()
+    assert {headers.get("proxy-authorization") for _, headers, _ in server.requests} == {f"Basic {credentials}"}
+    fingerprints = [body["fingerprint"] for step, _, body in server.requests if step == "login"]
+    tokens = [headers["authorization"].removeprefix("Bearer ") for step, headers, _ in server.requests if step == "ask"]
+    stream_tokens = [query["token"] for step, _, query in server.requests if step == "stream"]
+    secrets = {"hunter2", credentials, *fingerprints, *tokens, *stream_tokens}
+    assert len(secrets) == 2 + 1 + 1 + 2  # the two chats through the proxy shared one login and token
     shown = capsys.readouterr()
-    assert "GPTalk login" in shown.out + shown.err
-    assert token not in shown.out + shown.err
-    cached = GPTalk._tokens[server.url]._token
-    assert token not in repr(cached) and token not in str(vars(GPTalk))
+    seen = "\n".join([shown.out, shown.err, caplog.text, *(f"{e}\n{e!r}" for e in (cut_error, proxy_error)),
+                      repr(GPTalk._tokens), repr(vars(GPTalk))])
+    assert "GPTalk login: new token" in seen  # the debug log was on and captured
+    assert [secret for secret in secrets if secret in seen] == []
 
 
 @pytest.mark.parametrize("attribute", ["working", "supports_stream", "supports_message_history", "supports_system_message"])
