@@ -7,13 +7,14 @@ import base64
 import logging
 import math
 import re
+import threading
 import time
 
 import g4f
 import pytest
 from g4f.Provider.helper import format_prompt
 
-from g4f_gptalk import GPTalk, auth
+from g4f_gptalk import GPTalk, auth, pool
 from g4f_gptalk.server import Faults, echo_reply
 
 from .conftest import HELLO, chat, chat_async, partial_chat
@@ -122,6 +123,28 @@ def test_chat_completion_create_async(server):
         return whole, "".join(pieces)
 
     assert asyncio.run(both()) == (echo_reply("Hello"), echo_reply("Hello"))
+
+
+def test_a_long_running_loop_and_sync_calls_in_other_threads_share_tokens_safely(server):
+    long_running = asyncio.new_event_loop()
+    thread = threading.Thread(target=long_running.run_forever, daemon=True)
+    thread.start()
+    try:
+        async def chats() -> list[str]:
+            return ["".join(await chat_async([{"role": "user", "content": f"async {i}"}])) for i in range(15)]
+
+        in_server = asyncio.run_coroutine_threadsafe(chats(), long_running)
+        sync_replies = [g4f.ChatCompletion.create("", [{"role": "user", "content": f"sync {i}"}], provider=GPTalk)
+                        for i in range(15)]
+        async_replies = in_server.result(timeout=60)
+        asyncio.run_coroutine_threadsafe(pool.close_running_loop(), long_running).result(timeout=10)
+    finally:
+        long_running.call_soon_threadsafe(long_running.stop)
+        thread.join(timeout=10)
+        long_running.close()
+    assert sync_replies == [echo_reply(f"sync {i}") for i in range(15)]
+    assert async_replies == [echo_reply(f"async {i}") for i in range(15)]
+    assert server.stats["asks"] == 30 and server.stats["rejected"] == 0  # never a sixth ask on a token
 
 
 def test_chats_in_one_loop_share_one_keep_alive_connection(server):
