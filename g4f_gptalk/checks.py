@@ -74,7 +74,7 @@ def login() -> str:
     async def log_in() -> None:
         resources = await pool.for_running_loop()
         url = service_url(GPTalk.url)
-        await _Call(url, resources.session(), None, time.monotonic() + 15, 15).login()
+        await _Call(url, resources, None, time.monotonic() + 15, 15).login()
 
     asyncio.run(log_in())
     return f"{service_url(GPTalk.url)} issued a token"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 
 from aiohttp import BaseConnector, ClientSession
 
@@ -26,8 +26,11 @@ class LoopResources:
         self.login_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._closer: AsyncGenerator[None, None] | None = None
 
-    def session(self, socks_proxy: str | None = None) -> ClientSession:
-        """The loop's shared session; with ``socks_proxy``, the one whose connector goes through that proxy."""
+    def session(self, socks_proxy: str | None, headers: Mapping[str, str]) -> ClientSession:
+        """The loop's shared session; with ``socks_proxy``, the one whose connector goes through that proxy.
+
+        ``headers`` become the default headers of a session made now (every caller passes the same ones).
+        """
         session = self._sessions.get(socks_proxy)
         if session is None or session.closed:
             connector: BaseConnector | None = None
@@ -35,7 +38,7 @@ class LoopResources:
                 from g4f.requests.aiohttp import get_connector  # needs aiohttp_socks, only for SOCKS proxies
 
                 connector = get_connector(proxy=socks_proxy)
-            session = self._sessions[socks_proxy] = ClientSession(connector=connector)
+            session = self._sessions[socks_proxy] = ClientSession(connector=connector, headers=headers)
         return session
 
     async def aclose(self) -> None:

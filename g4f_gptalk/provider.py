@@ -7,6 +7,7 @@ returns a stream token, and an SSE stream of the reply (see ``sse``). Connection
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -33,13 +34,14 @@ from .errors import (
     for_status,
     token_of,
 )
-from .sse import ReplyText, stream_deltas
+from .sse import ReplyText
 
 URL_ENV = "G4F_GPTALK_URL"
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/117.0.0.0 Safari/537.36"
 )
-# What gptalk.net's web client sends with every API call; origin, referer and timestamp are added per request.
+# What gptalk.net's web client sends with every API call: the pooled sessions' default headers. Origin, referer and
+# timestamp are added per request.
 BROWSER_HEADERS = {
     "accept": "*/*",
     "accept-language": "en-US,en;q=0.9",
@@ -91,43 +93,40 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin):
         """
         prompt = prompt_of(messages)
         base_url = service_url(cls.url)
-        http_proxy, socks_proxy = split_proxy(proxy)
         model = model if model and model != "auto" else cls.default_model
         total = float(timeout or cls.timeout)
         deadline = time.monotonic() + total
         resources = await pool.for_running_loop()
-        call = _Call(base_url, resources.session(socks_proxy), http_proxy, deadline, float(stream_timeout or total))
-        tokens = cls._tokens.setdefault(base_url, TokenCache())
-        login_lock = resources.login_locks[base_url]
-        for attempt in (1, 2):
-            token = await tokens.reserve(login_lock, call.login)
-            try:
-                stream_token = await call.ask(token, prompt, model)
-                break
-            except TokenRejectedError:
-                tokens.drop(token)
-                if attempt == 2:
-                    raise
-                debug.log("GPTalk ask: the service rejected the token; logging in again")
-        async for delta in call.stream(stream_token):
-            yield delta
+        call = _Call(base_url, resources, proxy, deadline, float(stream_timeout or total))
+        stream_token = await call.ask(cls._tokens.setdefault(base_url, TokenCache()), prompt, model)
+        # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
+        reply = ReplyText()
+        async with call.stream(stream_token, reply) as chunks:
+            async for chunk in chunks:
+                for delta in reply.deltas(chunk):
+                    yield delta
+                if reply.done:
+                    break
+            for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
+                yield delta
 
 
 class _Call:
-    """The requests of one chat, all sharing its session, proxy and time bounds."""
+    """The requests of one chat, all sharing its loop's pooled session, its proxy and its time bounds."""
 
     def __init__(
-        self, base_url: str, session: aiohttp.ClientSession, proxy: str | None, deadline: float, stall: float
+        self, base_url: str, resources: pool.LoopResources, proxy: str | None, deadline: float, stall: float
     ) -> None:
+        http_proxy, socks_proxy = split_proxy(proxy)
         self.base_url = base_url
-        self.session = session
-        self.proxy = proxy
+        self.session = resources.session(socks_proxy, BROWSER_HEADERS)
+        self.login_lock = resources.login_locks[base_url]
+        self.proxy = http_proxy
         self.deadline = deadline
         self.stall = stall
 
     def _headers(self, token: Token | None = None) -> dict[str, str]:
         headers = {
-            **BROWSER_HEADERS,
             "origin": self.base_url,
             "referer": self.base_url + "/",
             "x-auth-timestamp": str(int(time.time())),
@@ -140,7 +139,8 @@ class _Call:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise GPTalkTimeoutError(f"GPTalk {step}: the call's timeout ran out before this step")
-        return aiohttp.ClientTimeout(total=remaining, sock_read=min(self.stall, remaining))
+        # A stall bound no shorter than what is left adds nothing but a timer rescheduled at every read.
+        return aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None)
 
     async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None) -> dict[str, Any]:
         """POST ``payload`` and return the ``data`` of the JSON answer, or raise the matching g4f error."""
@@ -169,10 +169,23 @@ class _Call:
         payload = {"fingerprint": secrets.token_hex(16), "platform": "fingerprint"}
         data = await self._post("login", "/api/chatgpt/user/login", payload)
         token = Token(token_of("login", data, b""), expires_at(data))
-        debug.log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
+        if debug.logging:
+            debug.log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
         return token
 
-    async def ask(self, token: Token, prompt: str, model: str) -> str:
+    async def ask(self, tokens: TokenCache, prompt: str, model: str, *, retry: bool = True) -> str:
+        """The stream token for ``prompt``, asked with a token from ``tokens``; a rejected token is replaced once."""
+        token = await tokens.reserve(self.login_lock, self.login)
+        try:
+            return await self._ask_with(token, prompt, model)
+        except TokenRejectedError:
+            tokens.drop(token)
+            if not retry:
+                raise
+        debug.log("GPTalk ask: the service rejected the token; logging in again")
+        return await self.ask(tokens, prompt, model, retry=False)
+
+    async def _ask_with(self, token: Token, prompt: str, model: str) -> str:
         payload = {
             "content": prompt,
             "accept": "stream",
@@ -190,8 +203,10 @@ class _Call:
         data = await self._post("ask", "/api/chatgpt/chatapi/text", payload, token)
         return token_of("ask", data, b"")
 
-    async def stream(self, stream_token: str) -> AsyncIterator[str]:
-        reply = ReplyText()
+    @contextlib.asynccontextmanager
+    async def stream(self, stream_token: str, reply: ReplyText) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The reply stream's network chunks. Stalls and broken connections become g4f errors saying how much of
+        ``reply`` had arrived; the connection goes back to the pool once the stream is read to its end."""
         try:
             async with self.session.get(
                 self.base_url + "/api/chatgpt/chatapi/stream",
@@ -202,8 +217,7 @@ class _Call:
             ) as response:
                 if response.status != 200:
                     raise for_status("stream", response.status, await response.read())
-                async for delta in stream_deltas(response.content.iter_any(), reply):
-                    yield delta
+                yield response.content.iter_any()
                 await response.read()  # drain what follows [DONE] so the connection returns to the pool
         except TimeoutError as exc:
             raise GPTalkTimeoutError(

@@ -16,6 +16,7 @@ from g4f.errors import TimeoutError as G4FTimeoutError
 import g4f_gptalk
 from g4f_gptalk import GPTalk, pool
 from g4f_gptalk.errors import IncompleteReplyError, InvalidRequestError
+from g4f_gptalk.provider import BROWSER_HEADERS
 from g4f_gptalk.server import Faults, echo_reply
 
 from .conftest import HELLO, chat, chat_async, partial_chat
@@ -118,7 +119,7 @@ def test_a_stalled_streams_connection_is_closed_not_returned_to_the_pool(server)
     async def stall_then_chat() -> tuple[int, int, str]:
         _text, error = await partial_chat(HELLO, timeout=1.0)
         assert isinstance(error, G4FTimeoutError)
-        connector = (await pool.for_running_loop()).session().connector
+        connector = (await pool.for_running_loop()).session(None, BROWSER_HEADERS).connector
         in_use = len(connector._acquired)  # type: ignore[union-attr]
         for _ in range(100):  # the server sees the close a moment later; wait for it, up to 5 s
             if server.open_connections == 0:

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from g4f_gptalk.errors import IncompleteReplyError
-from g4f_gptalk.sse import ReplyText, stream_deltas
+from g4f_gptalk.sse import ReplyText
 
 NOISE = [b": keep-alive\n", b"event: message\n", b"id: 42\n", b"retry: 3000\n", b":\n", b"event: ping\r\n"]
 
 
-def deltas_of(chunks: list[bytes]) -> list[str]:
-    async def collect() -> list[str]:
-        async def feed() -> AsyncIterator[bytes]:
-            for chunk in chunks:
-                yield chunk
-
-        return [delta async for delta in stream_deltas(feed())]
-
-    return asyncio.run(collect())
+def deltas_of(chunks: list[bytes], received: list[str] | None = None) -> list[str]:
+    """Feeds ``chunks`` to a ``ReplyText`` as the provider does; the deltas also go to ``received`` as they come."""
+    received = [] if received is None else received
+    reply = ReplyText()
+    for chunk in chunks:
+        received.extend(reply.deltas(chunk))
+        if reply.done:
+            break
+    received.extend(reply.end())
+    return received
 
 
 def event(content: str, newline: bytes = b"\n") -> bytes:
@@ -54,11 +53,30 @@ def test_multi_line_data_is_joined_with_newline_as_sse_says():
     assert deltas_of([b'data: {"content":\ndata: "x"}\n\n', b"data: [DONE]\n\n"]) == ["x"]
 
 
+def test_data_without_the_space_or_with_whitespace_around_the_json_is_read():
+    stream = [b'data:{"content": "a"}\n\n', b'data:  {"content": "ab"} \t\n\n', b"data: [DONE]\n\n"]
+    assert deltas_of(stream) == ["a", "b"]
+
+
+@pytest.mark.parametrize("data", [b'{"content": "a"} x', b'{"content": "\xff"}', b'["content"]', b'{"content": null}'])
+def test_data_that_is_not_json_with_a_string_content_is_an_error(data):
+    with pytest.raises(IncompleteReplyError, match="an event has no string 'content'"):
+        deltas_of([b"data: " + data + b"\n\n"])
+
+
 def test_rewritten_text_is_an_error_after_the_text_already_given():
     reply = ReplyText()
     assert reply.delta(event("colour")[6:-2]) == "colour"
     with pytest.raises(IncompleteReplyError, match="rewrote text it had already sent; the reply is incomplete after 6"):
         reply.delta(event("color!")[6:-2])
+
+
+def test_a_bad_event_is_an_error_after_the_text_before_it_in_the_same_chunk():
+    received: list[str] = []
+    with pytest.raises(IncompleteReplyError) as error:
+        deltas_of([event("He") + b"data: {not json\n\n" + event("Hello")], received)
+    assert "no string 'content': {not json; the reply is incomplete after 2 characters" in str(error.value)
+    assert received == ["He"]
 
 
 pieces = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=25)
@@ -88,15 +106,6 @@ def test_any_split_with_any_noise_yields_exactly_the_final_content(pieces, cuts,
 def test_without_done_the_text_arrives_and_then_the_error(pieces, cuts):
     wire = b"".join(event("".join(pieces[: index + 1])) for index in range(len(pieces)))
     received: list[str] = []
-
-    async def consume() -> None:
-        async def feed() -> AsyncIterator[bytes]:
-            for chunk in split(wire, cuts):
-                yield chunk
-
-        async for delta in stream_deltas(feed()):
-            received.append(delta)
-
     with pytest.raises(IncompleteReplyError, match="without 'data: \\[DONE\\]'"):
-        asyncio.run(consume())
+        deltas_of(split(wire, cuts), received)
     assert "".join(received) == "".join(pieces)
