@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import operator
 import os
 import statistics
 import subprocess
@@ -31,6 +32,7 @@ from g4f_gptalk.server import GPTalkServer, echo_reply
 RESULTS = Path(__file__).parent / "results"
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
 CLIENTS = ["raw", "seed", "GPTalk", "g4f async"]
+SYNC = "g4f sync"  # g4f.ChatCompletion.create: a new event loop per call, so sequential chats only
 LENGTHS = [375, 750, 1500, 3000]  # events per reply
 FIRST_EVENT_DELAY = 0.05
 
@@ -99,6 +101,19 @@ def measure(name: str, url: str, scenario: Callable[[Chat], object]) -> dict[str
     return {"wall": wall, "cpu": cpu, **counts, **(extra if isinstance(extra, dict) else {})}
 
 
+def measure_sync(url: str, n: int) -> dict[str, float]:
+    """``n`` sequential chats through sync ``g4f.ChatCompletion.create``, as ``measure`` counts them."""
+    GPTalk._tokens.clear()
+    before = server_stats(url)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        text = g4f.ChatCompletion.create("gpt-3.5-turbo", [{"role": "user", "content": f"chat {i}"}], provider=GPTalk)
+        assert text == echo_reply(f"chat {i}")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = server_stats(url)
+    return {"wall": wall, "cpu": cpu, **{key: after.get(key, 0) - before.get(key, 0) for key in ("logins", "connections")}}
+
+
 def sequential(n: int) -> Callable[[Chat], object]:
     async def run(chat: Chat) -> None:
         for i in range(n):
@@ -136,9 +151,10 @@ def long_reply(events: int) -> Callable[[Chat], object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sequential", type=int, default=400)
     args = parser.parse_args()
+    g4f.debug.version_check = False  # it would ask PyPI, from inside the timed part
     server = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "serve", "--port", "0"], stdout=subprocess.PIPE,
                               text=True)
     try:
@@ -152,14 +168,16 @@ def main() -> None:
             **{f"reply {n}": long_reply(n) for n in LENGTHS},
         }
         samples: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
-        for round_index in range(args.rounds):
+        for round_index in range(-1, args.rounds):  # round -1 warms up caches and CPU clocks, and is not counted
+            kept = samples if round_index >= 0 else defaultdict(list)
             order = CLIENTS[round_index % len(CLIENTS):] + CLIENTS[: round_index % len(CLIENTS)]
             for scenario_name, scenario in scenarios.items():
                 for client in order:
-                    samples[(scenario_name, client)].append(measure(client, url, scenario))
+                    kept[(scenario_name, client)].append(measure(client, url, scenario))
+            kept[(f"{args.sequential} sequential", SYNC)].append(measure_sync(url, args.sequential))
             set_faults(url, first_event_delay=FIRST_EVENT_DELAY)
             for client in order:
-                samples[("first delta", client)].append(measure(client, url, first_delta(url)))
+                kept[("first delta", client)].append(measure(client, url, first_delta(url)))
             set_faults(url)
         report(samples, args.sequential)
     finally:
@@ -173,37 +191,53 @@ def median(samples: list[dict[str, float]], key: str) -> float:
 
 def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int) -> None:
     seq = f"{n} sequential"
-    rows = ["| client | seq wall s | seq CPU s | seq logins | seq TCP conns | 100 conc wall s | 500 conc wall s "
-            "| 500 conc logins | first delta after server's first event, ms | CPU for 3000-event reply, ms |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for client in CLIENTS:
-        rows.append("| " + " | ".join([
-            client,
-            f"{median(samples[(seq, client)], 'wall'):.3f}",
-            f"{median(samples[(seq, client)], 'cpu'):.3f}",
-            f"{median(samples[(seq, client)], 'logins'):.0f}",
-            f"{median(samples[(seq, client)], 'connections'):.0f}",
-            f"{median(samples[('100 concurrent', client)], 'wall'):.3f}",
-            f"{median(samples[('500 concurrent', client)], 'wall'):.3f}",
-            f"{median(samples[('500 concurrent', client)], 'logins'):.0f}",
-            f"{median(samples[('first delta', client)], 'ttfd_ms'):.2f}",
-            f"{median(samples[('reply 3000', client)], 'reply_cpu') * 1000:.1f}",
-        ]) + " |")
-    raw = {key: median(samples[(key, "raw")], metric) for key, metric in
-           ((seq, "wall"), ("500 concurrent", "wall"), ("reply 3000", "reply_cpu"))}
-    raw_cpu = median(samples[(seq, "raw")], "cpu")
-    ratios = ["", "| ratio to raw | seq wall | seq CPU | 500 conc wall | 3000-event reply CPU |", "|---|---|---|---|---|"]
+
+    def cell(scenario: str, client: str, key: str, scale: float = 1.0, digits: int = 3) -> str:
+        runs = samples.get((scenario, client))
+        return f"{median(runs, key) * scale:.{digits}f}" if runs else "—"
+
+    columns = [
+        ("seq wall s", seq, "wall", 1, 3), ("seq CPU s", seq, "cpu", 1, 3), ("seq logins", seq, "logins", 1, 0),
+        ("seq TCP conns", seq, "connections", 1, 0), ("100 conc wall s", "100 concurrent", "wall", 1, 3),
+        ("500 conc wall s", "500 concurrent", "wall", 1, 3), ("500 conc logins", "500 concurrent", "logins", 1, 0),
+        ("first delta after server's first event, ms", "first delta", "ttfd_ms", 1, 2),
+        ("CPU for 3000-event reply, ms", "reply 3000", "reply_cpu", 1000, 1),
+    ]
+    rows = ["| client | " + " | ".join(title for title, *_ in columns) + " |", "|---" * (1 + len(columns)) + "|"]
+    for client in [*CLIENTS, SYNC]:
+        rows.append(f"| {client} | " + " | ".join(cell(scenario, client, key, scale, digits)
+                                                  for _, scenario, key, scale, digits in columns) + " |")
+
+    def paired(scenario: str, client: str, other: str, key: str, compare: Callable[[float, float], float]) -> float:
+        """The median over rounds of ``compare(client's, other's)`` in the same round, so drift between rounds
+        cancels out (this machine's speed wanders by 30% over minutes)."""
+        pairs = zip(samples[(scenario, client)], samples[(scenario, other)], strict=True)
+        return statistics.median(compare(mine[key], theirs[key]) for mine, theirs in pairs)
+
+    def ratio(scenario: str, client: str, key: str) -> str:
+        return f"{paired(scenario, client, 'raw', key, operator.truediv):.2f}"
+
+    ratios = ["", "| ratio to raw (median of per-round ratios) | seq wall | seq CPU | 100 conc wall | 500 conc wall "
+              "| 3000-event reply CPU |", "|---|---|---|---|---|---|"]
     for client in CLIENTS[1:]:
-        ratios.append(f"| {client} | {median(samples[(seq, client)], 'wall') / raw[seq]:.2f} "
-                      f"| {median(samples[(seq, client)], 'cpu') / raw_cpu:.2f} "
-                      f"| {median(samples[('500 concurrent', client)], 'wall') / raw['500 concurrent']:.2f} "
-                      f"| {median(samples[('reply 3000', client)], 'reply_cpu') / raw['reply 3000']:.2f} |")
+        ratios.append(f"| {client} | {ratio(seq, client, 'wall')} | {ratio(seq, client, 'cpu')} "
+                      f"| {ratio('100 concurrent', client, 'wall')} | {ratio('500 concurrent', client, 'wall')} "
+                      f"| {ratio('reply 3000', client, 'reply_cpu')} |")
+
+    def per_chat_us(client: str, key: str) -> str:
+        return f"{paired(seq, client, 'GPTalk', key, operator.sub) / n * 1e6:+.0f}"
+
+    overhead = ["", f"| g4f's own cost per chat, over GPTalk alone ({n} sequential) | wall µs | CPU µs |", "|---|---|---|"]
+    for client, what in (("g4f async", "`ChatCompletion.create_async(stream=True)`"),
+                         (SYNC, "`ChatCompletion.create()`, a new event loop and connection per call")):
+        overhead.append(f"| {what} | {per_chat_us(client, 'wall')} | {per_chat_us(client, 'cpu')} |")
+
     growth = ["", "| events per reply | wire bytes | " + " | ".join(f"{c} CPU ms" for c in CLIENTS) + " |",
               "|---" * (2 + len(CLIENTS)) + "|"]
     for events in LENGTHS:
         growth.append(f"| {events} | {wire_bytes(events):,} | " + " | ".join(
-            f"{median(samples[(f'reply {events}', c)], 'reply_cpu') * 1000:.1f}" for c in CLIENTS) + " |")
-    table = "\n".join(rows + ratios + growth)
+            cell(f"reply {events}", c, "reply_cpu", 1000, 1) for c in CLIENTS) + " |")
+    table = "\n".join(rows + ratios + overhead + growth)
     print(table)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "results.md").write_text(table + "\n")

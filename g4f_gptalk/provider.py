@@ -8,6 +8,7 @@ returns a stream token, and an SSE stream of the reply (see ``sse``). Connection
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -255,8 +256,12 @@ def prompt_of(messages: Messages) -> str:
 
 def service_url(default: str) -> str:
     """The service address: ``G4F_GPTALK_URL`` if set, else ``default``; must be an http(s) URL."""
-    raw = os.environ.get(URL_ENV) or default
-    setting = URL_ENV if os.environ.get(URL_ENV) else "GPTalk.url"
+    configured = os.environ.get(URL_ENV)
+    return _checked_url(configured, URL_ENV) if configured else _checked_url(default, "GPTalk.url")
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_url(raw: str, setting: str) -> str:
     try:
         url = URL(raw)
     except (TypeError, ValueError):

@@ -6,7 +6,7 @@ costs no extra coroutine hops. The rules, which the tests hold it to:
 
 - SSE framing as browsers read it: ``\\n`` or ``\\r\\n`` line ends, an event ends at a blank line, several
   ``data:`` lines of one event join with ``\\n``; comments (``: keep-alive``), ``event:``, ``id:`` and ``retry:``
-  lines are accepted and carry nothing GPTalk needs.
+  lines are accepted and carry nothing GPTalk needs; an event with empty data is skipped, as browsers skip it.
 - An event whose content extends the text emitted so far yields the extension. One that repeats that text, or a
   prefix of it, yields nothing. One that rewrites text already emitted (neither) raises ``IncompleteReplyError``:
   emitted text cannot be taken back, and a spliced reply must not pass as the server's.
@@ -42,21 +42,25 @@ class EventDecoder:
         blocks = chunk.split(b"\n\n")  # an event ends at a blank line
         tail = blocks.pop()
         self._pending = [tail] if tail else []
-        return [data for block in blocks if (data := _data_of(block)) is not None]
+        events = []
+        for block in blocks:
+            # GPTalk's own events are one "data: " line; noise lines and multi-line data take the general path.
+            data = block[6:] if block.startswith(b"data: ") and b"\n" not in block else _data_of(block)
+            if data:  # an event without data, or with empty data, is not dispatched (as in browsers)
+                events.append(data)
+        return events
 
     def close(self) -> list[bytes]:
         """The events left when the stream ends; an unterminated last event still counts."""
         rest, self._pending = b"".join(self._pending).replace(b"\r\n", b"\n").rstrip(b"\r\n"), []
         data = _data_of(rest)
-        return [] if data is None else [data]
+        return [data] if data else []
 
 
-def _data_of(block: bytes) -> bytes | None:
-    """The ``data`` of one event's lines, or None if it has no ``data:`` line."""
-    if block.startswith(b"data: ") and b"\n" not in block:  # GPTalk's own events: one data line, nothing else
-        return block[6:]
-    data = [line[6:] if line.startswith(b"data: ") else line[5:] for line in block.split(b"\n") if line.startswith(b"data:")]
-    return b"\n".join(data) if data else None
+def _data_of(block: bytes) -> bytes:
+    """The ``data`` of one event's lines: its ``data:`` lines joined with newlines."""
+    lines = block.split(b"\n")
+    return b"\n".join(line[6:] if line.startswith(b"data: ") else line[5:] for line in lines if line.startswith(b"data:"))
 
 
 class ReplyText:
@@ -84,7 +88,13 @@ class ReplyText:
 
     def delta(self, data: bytes) -> str:
         """The new text in one event's ``data``."""
-        content = self._content_of(data)
+        try:
+            event = _json_of(data)
+        except ValueError:
+            event = None
+        content = event.get("content") if isinstance(event, dict) else None
+        if not isinstance(content, str):
+            raise self.incomplete(f"an event has no string 'content': {excerpt(data)}")
         text = self.text
         if content.startswith(text):
             self.text = content
@@ -108,17 +118,6 @@ class ReplyText:
             delta = self.delta(data)
             if delta:
                 yield delta
-
-    def _content_of(self, data: bytes) -> str:
-        try:
-            event = _json_of(data)
-        except ValueError:
-            event = None
-        content = event.get("content") if isinstance(event, dict) else None
-        if not isinstance(content, str):
-            raise self.incomplete(f"an event has no string 'content': {excerpt(data)}")
-        return content
-
 
 _raw_decode = json.JSONDecoder().raw_decode
 

@@ -53,6 +53,10 @@ def test_multi_line_data_is_joined_with_newline_as_sse_says():
     assert deltas_of([b'data: {"content":\ndata: "x"}\n\n', b"data: [DONE]\n\n"]) == ["x"]
 
 
+def test_events_with_empty_data_are_not_dispatched_as_in_browsers():
+    assert deltas_of([b"data:\n\n", event("a"), b"data: \r\n\r\n", b"event: ping\n\n", b"data: [DONE]\n\n"]) == ["a"]
+
+
 def test_data_without_the_space_or_with_whitespace_around_the_json_is_read():
     stream = [b'data:{"content": "a"}\n\n', b'data:  {"content": "ab"} \t\n\n', b"data: [DONE]\n\n"]
     assert deltas_of(stream) == ["a", "b"]
