@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,6 +88,8 @@ class GPTalkServer:
         self.host, self.port, self.ssl_context = host, port, ssl_context
         self.token_ttl, self.max_asks, self.chunk_chars, self.reply = token_ttl, max_asks, chunk_chars, reply
         self.faults = Faults()
+        self.before_event: Callable[[int], Awaitable[None]] | None = None
+        """Awaited before the stream sends its event number N (from 0): lets a test pace the server."""
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.reset()
@@ -221,6 +223,8 @@ class GPTalkServer:
             if index == middle and mode in ("cut", "stall", "bad-json", "non-string", "rewrite"):
                 await self._misbehave(mode, request, response, content)
                 return response
+            if self.before_event is not None:
+                await self.before_event(index)
             await response.write(self._event(content, noisy=mode == "noise"))
         if mode != "no-done":
             await response.write(b"data: [DONE]\r\n\r\n" if mode == "noise" else b"data: [DONE]\n\n")

@@ -15,7 +15,7 @@ import pytest
 from g4f.Provider.helper import format_prompt
 
 from g4f_gptalk import GPTalk, auth, pool
-from g4f_gptalk.server import Faults, echo_reply
+from g4f_gptalk.server import Faults, GPTalkServer, echo_reply
 
 from .conftest import HELLO, chat, chat_async, partial_chat
 
@@ -33,6 +33,30 @@ def test_streamed_reply_equals_what_the_server_sent_in_many_events(server):
     assert "".join(deltas) == reply
     assert len(deltas) == math.ceil(len(reply) / server.chunk_chars) > 20  # one delta per event
     assert any(ord(ch) > 0xFFFF for ch in "".join(deltas))  # a 4-byte UTF-8 character came through intact
+
+
+def test_each_delta_reaches_the_caller_before_the_server_sends_the_next_event(monkeypatch):
+    async def lockstep() -> list[str]:
+        delivered = asyncio.Condition()
+        deltas: list[str] = []
+
+        async def after_previous_delta(index: int) -> None:  # the server sends event N once N deltas arrived
+            async with delivered:
+                await delivered.wait_for(lambda: len(deltas) >= index)
+
+        async with GPTalkServer() as server:
+            server.before_event = after_previous_delta
+            monkeypatch.setenv("G4F_GPTALK_URL", server.url)
+            # a provider that held back a delta would stall here, and stream_timeout would end the chat
+            async for delta in GPTalk.create_async_generator("", HELLO, stream_timeout=5):
+                async with delivered:
+                    deltas.append(delta)
+                    delivered.notify_all()
+            await pool.close_running_loop()
+        return deltas
+
+    deltas = asyncio.run(lockstep())
+    assert "".join(deltas) == echo_reply("Hello") and len(deltas) > 10
 
 
 def test_server_receives_format_prompt_of_the_messages_with_content_parts_reduced_to_text(server):
