@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import operator
 import os
@@ -33,6 +34,7 @@ RESULTS = Path(__file__).parent / "results"
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
 CLIENTS = ["raw", "seed", "GPTalk", "g4f async"]
 SYNC = "g4f sync"  # g4f.ChatCompletion.create: a new event loop per call, so sequential chats only
+LOOP_PER_CHAT = "GPTalk, asyncio.run per chat"  # the same, without g4f
 LENGTHS = [375, 750, 1500, 3000]  # events per reply
 FIRST_EVENT_DELAY = 0.05
 
@@ -82,9 +84,28 @@ async def consume(chat: Chat, prompt: str) -> tuple[str, float | None]:
     return "".join(parts), first
 
 
-def measure(name: str, url: str, scenario: Callable[[Chat], object]) -> dict[str, float]:
-    """Run ``scenario`` with a fresh client in a fresh loop: wall, client CPU and what the server counted."""
+def client_order(round_index: int) -> list[str]:
+    """Who goes first rotates each round, and every other round runs backwards, so that no client always follows
+    the same one (after the seed design's hundreds of connections, the next client pays for their teardown)."""
+    shift = round_index % len(CLIENTS)
+    order = CLIENTS[shift:] + CLIENTS[:shift]
+    return order[::-1] if round_index % 2 else order
+
+
+def counted(url: str, run: Callable[[], object]) -> dict[str, float]:
+    """Wall and client CPU time of ``run()``, what the server counted meanwhile, and what ``run`` returned."""
+    gc.collect()  # the garbage of the client before is not this one's to collect
     before = server_stats(url)
+    wall, cpu = time.perf_counter(), time.process_time()
+    extra = run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = server_stats(url)
+    counts = {key: after.get(key, 0) - before.get(key, 0) for key in ("logins", "connections", "asks")}
+    return {"wall": wall, "cpu": cpu, **counts, **(extra if isinstance(extra, dict) else {})}
+
+
+def measure(name: str, url: str, scenario: Callable[[Chat], object]) -> dict[str, float]:
+    """Run ``scenario`` with a fresh client in a fresh loop."""
 
     async def main() -> object:
         chat, close = make_client(name, url)
@@ -93,25 +114,25 @@ def measure(name: str, url: str, scenario: Callable[[Chat], object]) -> dict[str
         finally:
             await close()  # type: ignore[misc]
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    extra = asyncio.run(main())
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    after = server_stats(url)
-    counts = {key: after.get(key, 0) - before.get(key, 0) for key in ("logins", "connections", "asks")}
-    return {"wall": wall, "cpu": cpu, **counts, **(extra if isinstance(extra, dict) else {})}
+    return counted(url, lambda: asyncio.run(main()))
 
 
-def measure_sync(url: str, n: int) -> dict[str, float]:
-    """``n`` sequential chats through sync ``g4f.ChatCompletion.create``, as ``measure`` counts them."""
+def loop_per_chat(url: str, n: int, client: str) -> dict[str, float]:
+    """``n`` sequential chats, each in an event loop of its own: through sync ``g4f.ChatCompletion.create``
+    (which makes one per call), or through ``asyncio.run`` of GPTalk alone, to tell g4f's cost from the loop's."""
     GPTalk._tokens.clear()
-    before = server_stats(url)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for i in range(n):
-        text = g4f.ChatCompletion.create("gpt-3.5-turbo", [{"role": "user", "content": f"chat {i}"}], provider=GPTalk)
-        assert text == echo_reply(f"chat {i}")
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    after = server_stats(url)
-    return {"wall": wall, "cpu": cpu, **{key: after.get(key, 0) - before.get(key, 0) for key in ("logins", "connections")}}
+
+    async def alone(messages: list[dict[str, str]]) -> str:
+        return "".join([delta async for delta in GPTalk.create_async_generator("gpt-3.5-turbo", messages)])
+
+    def run() -> None:
+        for i in range(n):
+            messages = [{"role": "user", "content": f"chat {i}"}]
+            text = g4f.ChatCompletion.create("gpt-3.5-turbo", messages, provider=GPTalk) if client == SYNC \
+                else asyncio.run(alone(messages))
+            assert text == echo_reply(f"chat {i}")
+
+    return counted(url, run)
 
 
 def sequential(n: int) -> Callable[[Chat], object]:
@@ -170,11 +191,12 @@ def main() -> None:
         samples: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
         for round_index in range(-1, args.rounds):  # round -1 warms up caches and CPU clocks, and is not counted
             kept = samples if round_index >= 0 else defaultdict(list)
-            order = CLIENTS[round_index % len(CLIENTS):] + CLIENTS[: round_index % len(CLIENTS)]
+            order = client_order(round_index)
             for scenario_name, scenario in scenarios.items():
                 for client in order:
                     kept[(scenario_name, client)].append(measure(client, url, scenario))
-            kept[(f"{args.sequential} sequential", SYNC)].append(measure_sync(url, args.sequential))
+            for client in (SYNC, LOOP_PER_CHAT):
+                kept[(f"{args.sequential} sequential", client)].append(loop_per_chat(url, args.sequential, client))
             set_faults(url, first_event_delay=FIRST_EVENT_DELAY)
             for client in order:
                 kept[("first delta", client)].append(measure(client, url, first_delta(url)))
@@ -204,7 +226,7 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int) -> No
         ("CPU for 3000-event reply, ms", "reply 3000", "reply_cpu", 1000, 1),
     ]
     rows = ["| client | " + " | ".join(title for title, *_ in columns) + " |", "|---" * (1 + len(columns)) + "|"]
-    for client in [*CLIENTS, SYNC]:
+    for client in [*CLIENTS, LOOP_PER_CHAT, SYNC]:
         rows.append(f"| {client} | " + " | ".join(cell(scenario, client, key, scale, digits)
                                                   for _, scenario, key, scale, digits in columns) + " |")
 
@@ -224,13 +246,16 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int) -> No
                       f"| {ratio('100 concurrent', client, 'wall')} | {ratio('500 concurrent', client, 'wall')} "
                       f"| {ratio('reply 3000', client, 'reply_cpu')} |")
 
-    def per_chat_us(client: str, key: str) -> str:
-        return f"{paired(seq, client, 'GPTalk', key, operator.sub) / n * 1e6:+.0f}"
+    def per_chat_us(client: str, over: str, key: str) -> str:
+        return f"{paired(seq, client, over, key, operator.sub) / n * 1e6:+.0f}"
 
-    overhead = ["", f"| g4f's own cost per chat, over GPTalk alone ({n} sequential) | wall µs | CPU µs |", "|---|---|---|"]
-    for client, what in (("g4f async", "`ChatCompletion.create_async(stream=True)`"),
-                         (SYNC, "`ChatCompletion.create()`, a new event loop and connection per call")):
-        overhead.append(f"| {what} | {per_chat_us(client, 'wall')} | {per_chat_us(client, 'cpu')} |")
+    overhead = ["", f"| cost per chat ({n} sequential), paired by round | over | wall µs | CPU µs |", "|---|---|---|---|"]
+    for client, over, what in (
+        ("g4f async", "GPTalk", "g4f: `ChatCompletion.create_async(stream=True)`"),
+        (SYNC, LOOP_PER_CHAT, "g4f: `ChatCompletion.create()`"),
+        (LOOP_PER_CHAT, "GPTalk", "a new event loop per chat: its session, TCP connection and teardown"),
+    ):
+        overhead.append(f"| {what} | {over} | {per_chat_us(client, over, 'wall')} | {per_chat_us(client, over, 'cpu')} |")
 
     growth = ["", "| events per reply | wire bytes | " + " | ".join(f"{c} CPU ms" for c in CLIENTS) + " |",
               "|---" * (2 + len(CLIENTS)) + "|"]

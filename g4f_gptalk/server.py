@@ -18,6 +18,7 @@ import secrets
 import ssl
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -101,7 +102,7 @@ class GPTalkServer:
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self._tokens: dict[str, list[float]] = {}  # token -> [expires_at, asks]
         self._streams: dict[str, tuple[str, str]] = {}  # stream token -> (prompt, model)
-        self._peers: set[Any] = set()
+        self._connections_seen: weakref.WeakSet[Any] = weakref.WeakSet()  # their transports
 
     @property
     def url(self) -> str:
@@ -150,8 +151,10 @@ class GPTalkServer:
 
     def _seen(self, step: str, request: web.Request, body: Any) -> None:
         self.stats[step + "s"] += 1
-        self._peers.add(request.transport.get_extra_info("peername") if request.transport else None)
-        self.stats["connections"] = len(self._peers)
+        transport = request.transport  # not the peer address: a new connection may reuse an old one's port
+        if transport is not None and transport not in self._connections_seen:
+            self._connections_seen.add(transport)
+            self.stats["connections"] += 1
         self.requests.append((step, {key.lower(): value for key, value in request.headers.items()}, body))
         del self.requests[:-200]
 
