@@ -221,9 +221,11 @@ class _Call:
                 yield response.content.iter_any()
                 await response.read()  # drain what follows [DONE] so the connection returns to the pool
         except TimeoutError as exc:
+            # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
+            ran_out = time.monotonic() >= self.deadline - 0.05
+            cause = "the call's timeout ran out" if ran_out else f"no data for {self.stall:g}s"
             raise GPTalkTimeoutError(
-                f"GPTalk stream: no data for {self.stall:g}s, or the call's timeout ran out; the reply is incomplete "
-                f"after {len(reply.text)} characters"
+                f"GPTalk stream: {cause}; the reply is incomplete after {len(reply.text)} characters"
             ) from exc
         except aiohttp.ClientError as exc:
             raise reply.incomplete(f"the connection failed ({exc})") from exc

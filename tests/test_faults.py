@@ -140,6 +140,19 @@ def test_stream_timeout_bounds_the_wait_between_events(server):
     assert isinstance(error, G4FTimeoutError) and "no data for 0.5s" in str(error)
 
 
+def test_timeout_bounds_the_whole_call_even_while_events_keep_coming(server):
+    async def trickle(index: int) -> None:
+        await asyncio.sleep(0.2)  # never a stall, but the reply would take several seconds
+
+    server.before_event = trickle
+    started = time.monotonic()
+    text, error = fail(timeout=1.0, stream_timeout=30)
+    waited = time.monotonic() - started
+    assert isinstance(error, G4FTimeoutError) and "GPTalk stream: the call's timeout ran out" in str(error)
+    assert text and REPLY.startswith(text) and text != REPLY
+    assert waited < 0.2 * len(REPLY) / server.chunk_chars  # a bound, not a speed claim: well before the reply's end
+
+
 def test_an_unreachable_service_is_a_response_error_naming_it(monkeypatch):
     monkeypatch.setenv("G4F_GPTALK_URL", "http://127.0.0.1:9")
     _text, error = fail(timeout=5)
