@@ -1,10 +1,11 @@
 """Benchmarks: GPTalk against the wire minimum (raw) and the seed design, side by side in one run.
 
-    python benchmarks/run.py [--rounds 3] [--sequential 400]
+    python benchmarks/run.py [--rounds 5] [--sequential 400] [--results benchmarks/results]
 
 Starts ``g4f-gptalk serve`` in its own process (so client CPU is the client's alone), runs every scenario for every
-client in alternating order over several rounds, prints medians as a Markdown table and writes
-``benchmarks/results/results.md`` and ``benchmarks/results/reply_length.png``.
+client in a changing order over several rounds, prints medians as a Markdown table and writes ``results.md`` and
+``reply_length.png`` to ``--results``. ``tox`` runs it once, small, into a scratch directory, so that it keeps
+working; ``tox -e bench`` runs it in full.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sequential", type=int, default=400)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where results.md and the plot go")
     args = parser.parse_args()
     g4f.debug.version_check = False  # it would ask PyPI, from inside the timed part
     server = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "serve", "--port", "0"], stdout=subprocess.PIPE,
@@ -201,7 +203,7 @@ def main() -> None:
             for client in order:
                 kept[("first delta", client)].append(measure(client, url, first_delta(url)))
             set_faults(url)
-        report(samples, args.sequential)
+        report(samples, args.sequential, args.results)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -211,7 +213,7 @@ def median(samples: list[dict[str, float]], key: str) -> float:
     return statistics.median(sample[key] for sample in samples)
 
 
-def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int) -> None:
+def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, results: Path) -> None:
     seq = f"{n} sequential"
 
     def cell(scenario: str, client: str, key: str, scale: float = 1.0, digits: int = 3) -> str:
@@ -264,12 +266,12 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int) -> No
             cell(f"reply {events}", c, "reply_cpu", 1000, 1) for c in CLIENTS) + " |")
     table = "\n".join(rows + ratios + overhead + growth)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "results.md").write_text(table + "\n")
-    plot(samples)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "results.md").write_text(table + "\n")
+    plot(samples, results)
 
 
-def plot(samples: dict[tuple[str, str], list[dict[str, float]]]) -> None:
+def plot(samples: dict[tuple[str, str], list[dict[str, float]]], results: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,7 +289,7 @@ def plot(samples: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(RESULTS / "reply_length.png", dpi=100)
+    figure.savefig(results / "reply_length.png", dpi=100)
 
 
 if __name__ == "__main__":
