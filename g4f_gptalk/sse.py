@@ -81,8 +81,9 @@ class ReplyText:
 
     def end(self) -> Iterator[str]:
         """The stream is over: the text of an unterminated last event, then an error if ``[DONE]`` never came."""
-        if not self.done:
-            yield from self._deltas_of(self._decoder.close())
+        if self.done:
+            return
+        yield from self._deltas_of(self._decoder.close())
         if not self.done:
             raise self.incomplete("the stream ended without 'data: [DONE]'")
 
@@ -118,6 +119,7 @@ class ReplyText:
             delta = self.delta(data)
             if delta:
                 yield delta
+
 
 _raw_decode = json.JSONDecoder().raw_decode
 
