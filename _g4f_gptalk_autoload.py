@@ -54,9 +54,14 @@ class G4FPluginFinder:
         return spec
 
 
+def enabled():
+    """False when ``G4F_GPTALK_AUTOLOAD`` is 0/false/no/off."""
+    return os.environ.get("G4F_GPTALK_AUTOLOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def install():
-    """Put the finder first on ``sys.meta_path`` once, unless ``G4F_GPTALK_AUTOLOAD`` is 0/false/no/off."""
-    if os.environ.get("G4F_GPTALK_AUTOLOAD", "1").strip().lower() in ("0", "false", "no", "off"):
+    """Put the finder first on ``sys.meta_path`` once, if ``enabled()``."""
+    if not enabled():
         return
     if not any(type(finder).__name__ == G4FPluginFinder.__name__ for finder in sys.meta_path):
         sys.meta_path.insert(0, G4FPluginFinder())

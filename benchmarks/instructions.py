@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from run import concurrent, local_server, make_client, sequential
+
 HERE = Path(__file__).parent
 CLIENTS = ["raw", "GPTalk", "seed"]
 BASELINE = 10
@@ -26,8 +28,6 @@ BASELINE = 10
 
 def chats(client: str, kind: str, n: int, url: str) -> None:
     """Run ``n`` chats of ``kind`` with ``client`` (what callgrind measures; see ``main``)."""
-    from run import concurrent, make_client, sequential
-
     os.environ["G4F_GPTALK_URL"] = url
 
     async def main() -> None:
@@ -57,11 +57,7 @@ def main() -> None:
         client, kind, n, url = args.run
         chats(client, kind, int(n), url)
         return
-    server = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "serve", "--port", "0"], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().split()[-1]
+    with local_server() as url:
         rows = [f"| client | instructions per chat, {args.chats} sequential | per chat, {args.chats} concurrent |",
                 "|---|---|---|"]
         per_chat: dict[tuple[str, str], float] = {}
@@ -75,9 +71,6 @@ def main() -> None:
         table = "\n".join(rows)
         print(table)
         (HERE / "results" / "instructions.md").write_text(table + "\n")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import operator
@@ -22,7 +23,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import g4f
@@ -38,6 +39,19 @@ SYNC = "g4f sync"  # g4f.ChatCompletion.create: a new event loop per call, so se
 LOOP_PER_CHAT = "GPTalk, asyncio.run per chat"  # the same, without g4f
 LENGTHS = [375, 750, 1500, 3000]  # events per reply
 FIRST_EVENT_DELAY = 0.05
+
+
+@contextlib.contextmanager
+def local_server() -> Iterator[str]:
+    """``g4f-gptalk serve`` in a process of its own, so that client CPU is the client's alone; yields its URL."""
+    server = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "serve", "--port", "0"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        yield server.stdout.readline().split()[-1]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def server_stats(url: str) -> dict[str, float]:
@@ -178,11 +192,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where results.md and the plot go")
     args = parser.parse_args()
     g4f.debug.version_check = False  # it would ask PyPI, from inside the timed part
-    server = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "serve", "--port", "0"], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().split()[-1]
+    with local_server() as url:
         os.environ["G4F_GPTALK_URL"] = url
         scenarios: dict[str, Callable[[Chat], object]] = {
             f"{args.sequential} sequential": sequential(args.sequential),
@@ -204,9 +214,6 @@ def main() -> None:
                 kept[("first delta", client)].append(measure(client, url, first_delta(url)))
             set_faults(url)
         report(samples, args.sequential, args.results)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def median(samples: list[dict[str, float]], key: str) -> float:

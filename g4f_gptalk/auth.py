@@ -1,6 +1,6 @@
 """The GPTalk token lifecycle: one anonymous token serves at most 5 asks, and never past its expiry.
 
-All the rules live here. The HTTP login itself is the provider's (see ``GPTalk._login``); this module decides when
+All the rules live here. The HTTP login itself is the provider's (``_Call.login`` in ``provider``); this module decides when
 it is needed and makes concurrent chats share its result:
 
 - a token is handed out for one ask at a time (``reserve``), at most ``MAX_ASKS_PER_TOKEN`` times, and only while

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,9 @@ _FRESH_INTERPRETER = (
 
 
 def autoload() -> str:
-    if os.environ.get("G4F_GPTALK_AUTOLOAD", "1").strip().lower() in ("0", "false", "no", "off"):
+    import _g4f_gptalk_autoload
+
+    if not _g4f_gptalk_autoload.enabled():
         raise AssertionError("G4F_GPTALK_AUTOLOAD turns the start-up hook off")
     out = subprocess.run([sys.executable, "-c", _FRESH_INTERPRETER], capture_output=True, text=True)
     module = out.stdout.split()[0] if out.stdout.split() else out.stderr.strip()[-200:]

@@ -7,6 +7,7 @@ Like aiohttp's errors, the classes defined here also subclass the matching built
 from __future__ import annotations
 
 import builtins
+import json
 from typing import Any
 
 from g4f.errors import G4FError, MissingAuthError, RateLimitError, ResponseError
@@ -67,9 +68,9 @@ def envelope_data(step: str, payload: Any, body: bytes) -> dict[str, Any]:
     return data
 
 
-def token_of(step: str, data: dict[str, Any], body: bytes) -> str:
+def token_of(step: str, data: dict[str, Any]) -> str:
     """``data.token`` of a login or ask answer, which must be a non-empty string."""
     token = data.get("token")
     if not isinstance(token, str) or not token:
-        raise ResponseError(f"GPTalk {step}: the answer has no 'data.token': {excerpt(body)}")
+        raise ResponseError(f"GPTalk {step}: the answer has no 'data.token': 'data' is {excerpt(json.dumps(data))}")
     return token

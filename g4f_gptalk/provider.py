@@ -169,7 +169,7 @@ class _Call:
     async def login(self) -> Token:
         payload = {"fingerprint": secrets.token_hex(16), "platform": "fingerprint"}
         data = await self._post("login", "/api/chatgpt/user/login", payload)
-        token = Token(token_of("login", data, b""), expires_at(data))
+        token = Token(token_of("login", data), expires_at(data))
         if debug.logging:
             debug.log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
         return token
@@ -202,7 +202,7 @@ class _Call:
             "created_at": int(time.time()),
         }
         data = await self._post("ask", "/api/chatgpt/chatapi/text", payload, token)
-        return token_of("ask", data, b"")
+        return token_of("ask", data)
 
     @contextlib.asynccontextmanager
     async def stream(self, stream_token: str, reply: ReplyText) -> AsyncIterator[AsyncIterator[bytes]]:

@@ -98,6 +98,8 @@ class GPTalkServer:
     def reset(self) -> None:
         """Forget every token and count from zero."""
         self.stats: Counter[str] = Counter()
+        self.first_event_at: float | None = None
+        """When a stream last sent its first event (``time.time()``)."""
         self.prompts: list[str] = []
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self._tokens: dict[str, list[float]] = {}  # token -> [expires_at, asks]
@@ -260,7 +262,7 @@ class GPTalkServer:
     # -- control, for a server in another process -----------------------------------------------------------------
 
     async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.stats, "first_event_at": getattr(self, "first_event_at", None)})
+        return web.json_response({**self.stats, "first_event_at": self.first_event_at})
 
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.reset()

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import urllib.request
+from pathlib import Path
 
 from g4f_gptalk.server import echo_reply
 
 
-def g4f_gptalk(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
+def g4f_gptalk(*args: str) -> subprocess.CompletedProcess[str]:
+    """``g4f-gptalk *args`` with no service address configured."""
     environment = {key: value for key, value in os.environ.items() if key != "G4F_GPTALK_URL"}
     return subprocess.run([sys.executable, "-m", "g4f_gptalk", *args], capture_output=True, text=True, timeout=120,
-                          env={**environment, **(env or {})}, stdin=subprocess.DEVNULL)
+                          env=environment, stdin=subprocess.DEVNULL)
 
 
 def test_demo_streams_a_reply_from_a_local_server_on_a_machine_with_no_service_configured():
@@ -30,9 +34,7 @@ def test_chat_with_url_talks_to_that_server(server):
 
 
 def test_the_console_script_is_installed(server):
-    import shutil
-
-    script = shutil.which("g4f-gptalk", path=str(__import__("pathlib").Path(sys.executable).parent))
+    script = shutil.which("g4f-gptalk", path=str(Path(sys.executable).parent))
     assert script is not None
     result = subprocess.run([script, "chat", "Hi", "--url", server.url], capture_output=True, text=True, timeout=120)
     assert result.stdout == echo_reply("Hi") + "\n"
@@ -55,10 +57,7 @@ def test_a_bad_url_is_one_line_naming_the_setting_and_exit_1():
         "g4f-gptalk: error: GPTalk: G4F_GPTALK_URL='ftp://example.com' is not an http(s) URL such as https://gptalk.net")
 
 
-def test_serve_prints_its_url_and_answers(tmp_path):
-    import json
-    import urllib.request
-
+def test_serve_prints_its_url_and_answers():
     process = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "serve", "--port", "0"],
                                stdout=subprocess.PIPE, text=True)
     try:

@@ -41,7 +41,7 @@ def fail(**options):
         ("ask", "html", ResponseError, "GPTalk ask: expected JSON"),
         ("login", "code", ResponseError, "GPTalk login: service error 10001: fingerprint banned"),
         ("ask", "code", ResponseError, "GPTalk ask: service error 10001: fingerprint banned"),
-        ("login", "no-token", ResponseError, "GPTalk login: the answer has no 'data.token'"),
+        ("login", "no-token", ResponseError, "GPTalk login: the answer has no 'data.token': 'data' is {}"),
         ("ask", "no-token", ResponseError, "GPTalk ask: the answer has no 'data.token'"),
         ("login", "403", MissingAuthError, "GPTalk login: HTTP 403"),
     ],

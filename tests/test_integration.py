@@ -21,13 +21,8 @@ from .conftest import run_python, without_g4f_notices
 REPLY = echo_reply("Hello")
 
 
-def user_code(body: str) -> str:
-    """A user's script: g4f only. It fails if the plugin module was imported by anything but g4f."""
-    return textwrap.dedent(body)
-
-
 def test_provider_by_name_sync_and_async(server):
-    out = run_python(user_code("""
+    out = run_python(textwrap.dedent("""
         import asyncio, g4f
         messages = [{"role": "user", "content": "Hello"}]
         print(g4f.ChatCompletion.create(model="gpt-3.5-turbo", messages=messages, provider="GPTalk"))
@@ -38,7 +33,7 @@ def test_provider_by_name_sync_and_async(server):
 
 
 def test_provider_prefix_in_the_model_name(server):
-    out = run_python(user_code("""
+    out = run_python(textwrap.dedent("""
         import g4f
         print(g4f.ChatCompletion.create(model="GPTalk:gpt-3.5-turbo", messages=[{"role": "user", "content": "Hello"}]))
     """))
@@ -46,7 +41,7 @@ def test_provider_prefix_in_the_model_name(server):
 
 
 def test_client_and_async_client_streamed_and_not(server):
-    out = run_python(user_code("""
+    out = run_python(textwrap.dedent("""
         import asyncio
         from g4f.client import AsyncClient, Client
         messages = [{"role": "user", "content": "Hello"}]
@@ -71,7 +66,7 @@ def test_client_and_async_client_streamed_and_not(server):
 
 
 def test_registry_views_and_models_list_gptalk_once():
-    out = run_python(user_code("""
+    out = run_python(textwrap.dedent("""
         import g4f.Provider as P
         from g4f.models import ModelUtils
         cls = P.ProviderUtils.convert["GPTalk"]
@@ -84,7 +79,7 @@ def test_registry_views_and_models_list_gptalk_once():
 
 
 def test_existing_models_keep_g4f_providers_first_and_in_order():
-    out = run_python(user_code("""
+    out = run_python(textwrap.dedent("""
         import g4f.models as m
 
         def table():
