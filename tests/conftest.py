@@ -35,9 +35,14 @@ def g4f_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str]) -> None:
+def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str], tmp_path: Path) -> None:
     for name, value in g4f_dirs.items():
         monkeypatch.setenv(name, value)
+    # g4f before 8 ignores G4F_CONFIG_DIR and keeps state under ~ (the `g4f client` history in
+    # ~/.config/g4f/conversation.json grows with every run, and with it the prompt): each test gets its own home.
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.delenv("G4F_GPTALK_URL", raising=False)
     monkeypatch.delenv("G4F_PROXY", raising=False)
     monkeypatch.setattr(g4f.debug, "version_check", False)  # it would ask PyPI
