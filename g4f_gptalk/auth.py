@@ -5,19 +5,22 @@ it is needed and makes concurrent chats share its result:
 
 - a token is handed out for one ask at a time (``reserve``), at most ``MAX_ASKS_PER_TOKEN`` times, and only while
   it is ``CLOCK_SKEW`` seconds or more from its ``expires_at``;
-- when no token is usable, one coroutine per event loop logs in while the others wait for its token (single
-  flight), so N chats cost exactly ceil(N / 5) logins;
+- when no token is usable, one chat logs in while the others queue for its token (single flight, across every
+  event loop and thread of the process), so N chats cost exactly ceil(N / 5) logins. The login's token is handed
+  to the first waiters in turn; the next waiter, if any, logs in next, so no waiter wakes for nothing;
+- a waiter waits no longer than its own call's deadline;
 - a token the service rejects is dropped (``drop``) so that the next ``reserve`` logs in again.
-
-The token is shared by every event loop of the process (``ChatCompletion.create`` runs each call in a new loop);
-a ``threading.Lock`` guards the counters, and the asyncio lock that makes logins single-flight belongs to the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
+import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -38,38 +41,103 @@ class Token:
         return self.asks < MAX_ASKS_PER_TOKEN and now < self.expires_at - CLOCK_SKEW
 
 
+# A waiter's future resolves to a token counted for its ask, or to None: its turn to log in.
+_Waiter = concurrent.futures.Future
+
+
 class TokenCache:
-    """The current token for one GPTalk service URL."""
+    """The current token for one GPTalk service URL, shared by every loop and thread of the process."""
 
     def __init__(self) -> None:
         self._token: Token | None = None
         self._guard = threading.Lock()
+        self._logging_in = False
+        self._waiters: collections.deque[_Waiter[Token | None]] = collections.deque()
+        _caches.add(self)
 
     def _take(self) -> Token | None:
-        with self._guard:
-            token = self._token
-            if token is None or not token.usable(time.time()):
-                return None
-            token.asks += 1
-            return token
+        token = self._token
+        if token is None or not token.usable(time.time()):
+            return None
+        token.asks += 1
+        return token
 
-    async def reserve(self, login_lock: asyncio.Lock, login: Callable[[], Awaitable[Token]]) -> Token:
-        """A token counted for one ask: the current one if it has asks left, else one from a fresh ``login()``."""
-        token = self._take()
-        if token is not None:
-            return token
-        async with login_lock:
-            token = self._take()  # a chat that held the lock before us may have logged in already
+    async def reserve(self, login: Callable[[], Awaitable[Token]], wait: float) -> Token:
+        """A token counted for one ask: the current one if it has asks left, else one from a login: ``login()``,
+        or another chat's. Raises ``TimeoutError`` if another chat's login takes more than ``wait`` seconds."""
+        with self._guard:
+            token = self._take()
             if token is not None:
                 return token
+            waiter: _Waiter[Token | None] | None = None
+            if self._logging_in:
+                waiter = _Waiter()
+                self._waiters.append(waiter)
+            else:
+                self._logging_in = True
+        if waiter is not None:
+            token = await self._wait(waiter, wait)
+            if token is not None:
+                return token
+        try:
             token = await login()
-            token.asks = 1  # a fresh token always serves the ask it was fetched for
+        except BaseException:
             with self._guard:
-                self._token = token
-            return token
+                self._hand_on(None)
+            raise
+        token.asks = 1  # a fresh token always serves the ask it was fetched for
+        with self._guard:
+            self._token = token
+            self._hand_on(token)
+        return token
+
+    async def _wait(self, waiter: _Waiter[Token | None], wait: float) -> Token | None:
+        try:
+            async with asyncio.timeout(wait):
+                return await asyncio.wrap_future(waiter)
+        except BaseException:
+            with self._guard:
+                # Cancelled while still queued, it is skipped; resolved already, a login turn must go on.
+                if not waiter.cancel() and waiter.result() is None:
+                    self._hand_on(None)
+            raise
+
+    def _hand_on(self, token: Token | None) -> None:
+        """With the guard held, after a login: ``token`` to the first waiters while it lasts, then the next
+        waiter's turn to log in; with no waiter left, no login is under way."""
+        now = time.time()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.set_running_or_notify_cancel():
+                continue  # its chat gave up
+            if token is not None and token.usable(now):
+                token.asks += 1
+                waiter.set_result(token)
+                continue
+            waiter.set_result(None)
+            return
+        self._logging_in = False
 
     def drop(self, token: Token) -> None:
         """Forget ``token`` (the service rejected it) unless a newer one has replaced it already."""
         with self._guard:
             if self._token is token:
                 self._token = None
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's token and login are the parent's (the guard may be held by a thread
+        that does not exist here)."""
+        self._token, self._guard, self._logging_in = None, threading.Lock(), False
+        self._waiters = collections.deque()
+
+
+_caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for cache in list(_caches):
+        cache._forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

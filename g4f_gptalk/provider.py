@@ -2,7 +2,8 @@
 
 One chat is three requests: a login (skipped while the cached token has asks left; see ``auth``), an ask that
 returns a stream token, and an SSE stream of the reply (see ``sse``). Connections are pooled per event loop (see
-``pool``); errors are g4f's own types (see ``errors``).
+``pool``), and sync callers keep their loop between calls (see ``loops``); errors are g4f's own types (see
+``errors``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from g4f import debug
 from g4f.errors import ResponseError
 from g4f.Provider.helper import format_prompt
 from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
-from g4f.typing import AsyncResult, Messages
+from g4f.typing import AsyncResult, CreateResult, Messages
 from yarl import URL
 
-from . import pool
+from . import loops, pool
 from .auth import Token, TokenCache
 from .errors import (
     GPTalkTimeoutError,
@@ -107,9 +108,15 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin):
                 for delta in reply.deltas(chunk):
                     yield delta
                 if reply.done:
-                    break
+                    break  # the reply is complete: what may follow [DONE] is not waited for
             for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
                 yield delta
+
+    @classmethod
+    def create_completion(cls, model: str, messages: Messages, stream: bool = True, **kwargs: Any) -> CreateResult:
+        """The sync form of ``create_async_generator``, which g4f's sync API calls: each piece as it arrives, on an
+        event loop this thread keeps, so that sync chats share pooled connections and tokens like async ones."""
+        return loops.iterate(cls.create_async_generator(model, messages, **kwargs), stream)
 
 
 class _Call:
@@ -121,7 +128,6 @@ class _Call:
         http_proxy, socks_proxy = split_proxy(proxy)
         self.base_url = base_url
         self.session = resources.session(socks_proxy, BROWSER_HEADERS)
-        self.login_lock = resources.login_locks[base_url]
         self.proxy = http_proxy
         self.deadline = deadline
         self.stall = stall
@@ -146,13 +152,16 @@ class _Call:
     async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None) -> dict[str, Any]:
         """POST ``payload`` and return the ``data`` of the JSON answer, or raise the matching g4f error."""
         try:
-            async with self.session.post(
+            response = await pool.request(
+                self.session,
+                "POST",
                 self.base_url + path,
                 data=json.dumps(payload),
                 headers=self._headers(token),
                 proxy=self.proxy,
                 timeout=self._timeout(step),
-            ) as response:
+            )
+            async with response:
                 status, body = response.status, await response.read()
         except TimeoutError as exc:
             raise GPTalkTimeoutError(f"GPTalk {step}: no answer in time") from exc
@@ -174,17 +183,23 @@ class _Call:
             debug.log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
         return token
 
-    async def ask(self, tokens: TokenCache, prompt: str, model: str, *, retry: bool = True) -> str:
+    async def ask(self, tokens: TokenCache, prompt: str, model: str) -> str:
         """The stream token for ``prompt``, asked with a token from ``tokens``; a rejected token is replaced once."""
-        token = await tokens.reserve(self.login_lock, self.login)
-        try:
-            return await self._ask_with(token, prompt, model)
-        except TokenRejectedError:
-            tokens.drop(token)
-            if not retry:
-                raise
-        debug.log("GPTalk ask: the service rejected the token; logging in again")
-        return await self.ask(tokens, prompt, model, retry=False)
+        rejections = 0
+        while True:
+            try:
+                token = await tokens.reserve(self.login, self.deadline - time.monotonic())
+            except TimeoutError:
+                raise GPTalkTimeoutError(
+                    "GPTalk login: the call's timeout ran out while another chat was logging in") from None
+            try:
+                return await self._ask_with(token, prompt, model)
+            except TokenRejectedError:
+                tokens.drop(token)
+                rejections += 1
+                if rejections == 2:
+                    raise
+            debug.log("GPTalk ask: the service rejected the token; logging in again")
 
     async def _ask_with(self, token: Token, prompt: str, model: str) -> str:
         payload = {
@@ -207,19 +222,23 @@ class _Call:
     @contextlib.asynccontextmanager
     async def stream(self, stream_token: str, reply: ReplyText) -> AsyncIterator[AsyncIterator[bytes]]:
         """The reply stream's network chunks. Stalls and broken connections become g4f errors saying how much of
-        ``reply`` had arrived; the connection goes back to the pool once the stream is read to its end."""
+        ``reply`` had arrived. The connection goes back to the pool only if its body has ended when the caller
+        stops reading; otherwise it is closed."""
         try:
-            async with self.session.get(
+            response = await pool.request(
+                self.session,
+                "GET",
                 self.base_url + "/api/chatgpt/chatapi/stream",
                 params={"token": stream_token},
                 headers=self._headers(),
                 proxy=self.proxy,
                 timeout=self._timeout("stream"),
-            ) as response:
+            )
+            # Released at the end: back to the pool if the body had ended, else closed (aiohttp's own rule).
+            async with response:
                 if response.status != 200:
                     raise for_status("stream", response.status, await response.read())
                 yield response.content.iter_any()
-                await response.read()  # drain what follows [DONE] so the connection returns to the pool
         except TimeoutError as exc:
             # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
             ran_out = time.monotonic() >= self.deadline - 0.05

@@ -45,7 +45,8 @@ class Faults:
     ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"`` (``{"code": 401, ...}``), ``"no-token"``.
     stream modes: ``"cut"`` (connection dropped midway), ``"no-done"``, ``"bad-json"``, ``"non-string"``,
     ``"stall"`` (stops sending midway), ``"rewrite"`` (changes sent text), ``"noise"`` (SSE comments, ``event:``/
-    ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"500"``.
+    ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"linger"`` (keeps the stream open after
+    ``[DONE]``, sending comments), ``"500"``.
     """
 
     login: list[str] = field(default_factory=list)
@@ -55,6 +56,11 @@ class Faults:
     times: int | None = None
     """How many requests may misbehave in all; None for no limit."""
     first_event_delay: float = 0.0
+    login_delay: float = 0.0
+    """Seconds each login waits before it is answered."""
+    reset_reused: int = 0
+    """How many requests that arrive on a reused keep-alive connection are met by closing it unanswered and
+    uncounted, as a server does that closed an idle connection just as the client sent on it."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,8 +91,10 @@ class GPTalkServer:
         reply: Callable[[str], str] = echo_reply,
         host: str = "127.0.0.1",
         ssl_context: ssl.SSLContext | None = None,
+        keepalive_timeout: float = 75.0,
     ) -> None:
         self.host, self.port, self.ssl_context = host, port, ssl_context
+        self.keepalive_timeout = keepalive_timeout
         self.token_ttl, self.max_asks, self.chunk_chars, self.reply = token_ttl, max_asks, chunk_chars, reply
         self.faults = Faults()
         self.before_event: Callable[[int], Awaitable[None]] | None = None
@@ -129,7 +137,10 @@ class GPTalkServer:
 
     async def start(self) -> GPTalkServer:
         self._closing = asyncio.Event()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5,
+            keepalive_timeout=self.keepalive_timeout,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
@@ -160,6 +171,16 @@ class GPTalkServer:
         self.requests.append((step, {key.lower(): value for key, value in request.headers.items()}, body))
         del self.requests[:-200]
 
+    def _reset_if_reused(self, request: web.Request) -> bool:
+        """Close the request's connection unanswered if it is a reused one and ``reset_reused`` says so."""
+        transport = request.transport
+        if self.faults.reset_reused <= 0 or transport is None or transport not in self._connections_seen:
+            return False
+        self.faults.reset_reused -= 1
+        self.stats["resets"] += 1
+        transport.abort()
+        return True
+
     def _fault_response(self, mode: str | None) -> web.Response | None:
         if mode is None:
             return None
@@ -177,6 +198,8 @@ class GPTalkServer:
     async def _receive(self, step: str, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         """A JSON request counted for ``step``, and the fault to answer it with, if one is switched on."""
         body = await request.json()
+        if self._reset_if_reused(request):
+            return body, web.Response()  # never sent: the connection is gone
         self._seen(step, request, body)
         return body, self._fault_response(self.faults.pick(step))
 
@@ -184,6 +207,8 @@ class GPTalkServer:
         body, fault = await self._receive("login", request)
         if fault is not None:
             return fault
+        if self.faults.login_delay:
+            await asyncio.sleep(self.faults.login_delay)
         if not FINGERPRINT.fullmatch(str(body.get("fingerprint"))) or body.get("platform") != "fingerprint":
             return web.json_response({"code": 400, "msg": "bad login request", "data": None}, status=400)
         token = secrets.token_hex(16)
@@ -207,6 +232,8 @@ class GPTalkServer:
         return web.json_response({"code": 0, "msg": "ok", "data": {"token": stream_token}})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        if self._reset_if_reused(request):
+            return web.Response()
         self._seen("stream", request, dict(request.query))
         job = self._streams.pop(request.query.get("token", ""), None)
         mode = self.faults.pick("stream")
@@ -231,10 +258,26 @@ class GPTalkServer:
             if self.before_event is not None:
                 await self.before_event(index)
             await response.write(self._event(content, noisy=mode == "noise"))
-        if mode != "no-done":
-            await response.write(b"data: [DONE]\r\n\r\n" if mode == "noise" else b"data: [DONE]\n\n")
-        await response.write_eof()
+        if mode == "no-done":
+            await response.write_eof()
+        elif mode == "linger":
+            await response.write(b"data: [DONE]\n\n")
+            await self._linger(response)
+        else:  # [DONE] and the body's end in one write, so that a client stopping at [DONE] can keep the connection
+            await response.write_eof(b"data: [DONE]\r\n\r\n" if mode == "noise" else b"data: [DONE]\n\n")
         return response
+
+    async def _linger(self, response: web.StreamResponse) -> None:
+        """Keep a finished stream open with comments until the client hangs up (60 s at most)."""
+        for _ in range(600):
+            if self._closing.is_set():
+                return
+            try:
+                await response.write(b": ping\n\n")
+            except (ConnectionError, RuntimeError):
+                self.stats["lingers_ended_by_client"] += 1
+                return
+            await asyncio.sleep(0.1)
 
     @staticmethod
     def _event(content: str, noisy: bool = False) -> bytes:

@@ -1,0 +1,233 @@
+"""Event loops for sync callers, kept between calls so that sync chats reuse pooled connections and tokens.
+
+g4f's sync API would run each call in a new event loop, and with it a new HTTP session and TCP connection. Instead,
+``iterate`` runs an async generator on a loop that the calling thread keeps and drives itself: the generator runs
+as one task, its items collect in a queue, and the caller runs the loop only while that queue is empty, so each
+item reaches the caller as soon as it is produced and a sync chat costs what an async one does.
+
+A thread whose own loop is running (Jupyter, an async framework calling sync code) cannot drive a second loop, so
+its calls run on one shared background loop thread instead, one thread hop per item.
+
+Lifecycle: a thread's loop is shut down (its pooled sessions closed) when the thread ends, and the main thread's
+at interpreter exit. After ``fork`` the child forgets the loops it inherited without running or closing them:
+they share their epoll instance with the parent's, and closing one would unregister the parent's sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import gc
+import os
+import queue
+import threading
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import TypeVar
+
+from . import pool
+
+T = TypeVar("T")
+CANCEL_WAIT = 5.0
+"""Seconds a caller that stopped early waits for its request to be cancelled."""
+
+
+class _KeptLoop:
+    """One thread's event loop, shut down when the thread ends (this object dies with its thread-local slot)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        _kept.add(self)
+
+    def __del__(self) -> None:
+        self.shut_down()
+
+    def shut_down(self) -> None:
+        """Cancel what still runs, close the pooled sessions (``shutdown_asyncgens``) and close the loop."""
+        loop = self.loop
+        if loop.is_closed() or loop.is_running() or asyncio._get_running_loop() is not None:
+            return  # a thread running another loop cannot run this one; the loop is left as it is
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.wait(tasks))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+class _LoopThread:
+    """A loop running forever in a daemon thread, for callers whose own thread already runs a loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="g4f-gptalk-loop", daemon=True)
+        self.thread.start()
+
+    def shut_down(self) -> None:
+        async def drain() -> None:
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            await self.loop.shutdown_asyncgens()
+
+        if self.loop.is_closed() or not self.thread.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout=CANCEL_WAIT)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=CANCEL_WAIT)
+            if not self.thread.is_alive():
+                self.loop.close()
+
+
+_local = threading.local()
+_kept: weakref.WeakSet[_KeptLoop] = weakref.WeakSet()
+_loop_thread: _LoopThread | None = None
+_loop_thread_guard = threading.Lock()
+
+
+def iterate(items: AsyncIterator[T], stream: bool = True) -> Iterator[T]:
+    """The items of ``items`` for a sync caller, each as soon as it is produced (with ``stream=False`` all at the
+    end). An error raised by ``items`` comes after the items before it. A caller that stops early cancels it."""
+    if asyncio._get_running_loop() is None:
+        kept = getattr(_local, "kept", None)
+        if kept is None or kept.loop.is_closed():
+            kept = _local.kept = _KeptLoop()
+        return _drive(kept.loop, items, stream)
+    return _hand_over(_shared_loop_thread().loop, items, stream)
+
+
+def _drive(loop: asyncio.AbstractEventLoop, items: AsyncIterator[T], stream: bool) -> Iterator[T]:
+    """Run ``items`` as a task of ``loop``, which this thread runs only while it waits for the next item."""
+    ready: collections.deque[T] = collections.deque()
+    waiter: asyncio.Future[None] | None = None
+
+    async def produce() -> None:
+        try:
+            async for item in items:
+                ready.append(item)
+                if stream and waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+        finally:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    task = loop.create_task(produce())
+    try:
+        while True:
+            while ready:
+                yield ready.popleft()
+            if task.done():
+                task.result()  # the error, if the items ended with one
+                return
+            waiter = loop.create_future()
+            loop.run_until_complete(waiter)
+    finally:
+        if not task.done():
+            _cancel(loop, task)
+        elif not task.cancelled():
+            task.exception()  # retrieved: asyncio must not log it as never retrieved
+
+
+def _cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    """Cancel a producer whose caller stopped early, and wait until the request is gone."""
+    if loop.is_closed():
+        return
+    kept = getattr(_local, "kept", None)
+    if kept is None or kept.loop is not loop or asyncio._get_running_loop() is not None:
+        loop.call_soon_threadsafe(task.cancel)  # dropped in another thread: the loop's owner finishes it
+        return
+    task.cancel()
+    loop.run_until_complete(asyncio.wait([task], timeout=CANCEL_WAIT))
+
+
+_END = object()
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, items: AsyncIterator[T], stream: bool) -> Iterator[T]:
+    """Run ``items`` on the shared loop thread; its items cross over through a queue."""
+    handed: queue.SimpleQueue[tuple[object, BaseException | None]] = queue.SimpleQueue()
+
+    async def produce() -> None:
+        collected: list[T] = []
+        error: BaseException | None = None
+        try:
+            async for item in items:
+                if stream:
+                    handed.put((item, None))
+                else:
+                    collected.append(item)
+        except BaseException as exc:  # noqa: BLE001 - it belongs to the caller, in its own thread
+            error = exc
+        for item in collected:
+            handed.put((item, None))
+        handed.put((_END, error))
+
+    future = asyncio.run_coroutine_threadsafe(produce(), loop)
+    finished = False
+    try:
+        while True:
+            item, error = handed.get()
+            if item is _END:
+                finished = True
+                if error is not None:
+                    raise error
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        if not finished:
+            future.cancel()
+            try:
+                while handed.get(timeout=CANCEL_WAIT)[0] is not _END:
+                    pass
+            except queue.Empty:
+                pass
+
+
+def _shared_loop_thread() -> _LoopThread:
+    global _loop_thread
+    with _loop_thread_guard:
+        if _loop_thread is None or not _loop_thread.thread.is_alive():
+            _loop_thread = _LoopThread()
+        return _loop_thread
+
+
+@atexit.register
+def _shut_down_at_exit() -> None:
+    """Close the kept loops' sessions before the interpreter goes (threads that ended closed theirs already)."""
+    if _loop_thread is not None:
+        _loop_thread.shut_down()
+    for kept in list(_kept):
+        kept.shut_down()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: start afresh, and let go of the parent's loops without running or closing them."""
+    global _local, _kept, _loop_thread, _loop_thread_guard
+    inherited = {kept.loop for kept in _kept} | set(pool.loops())
+    if _loop_thread is not None:
+        inherited.add(_loop_thread.loop)
+    for loop in inherited:
+        # Closing it would unregister the parent's sockets from the epoll instance both share. Marked closed,
+        # the loop, its sessions and their transports are freed without touching it, each closing only the
+        # child's copy of its file descriptor.
+        loop._closed = True  # type: ignore[attr-defined]
+    pool.abandon_closed_loops()
+    _local, _kept, _loop_thread, _loop_thread_guard = threading.local(), weakref.WeakSet(), None, threading.Lock()
+    if inherited:
+        del inherited
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)  # "unclosed transport": being closed right here
+            gc.collect()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
