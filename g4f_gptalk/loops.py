@@ -212,21 +212,28 @@ def _shut_down_at_exit() -> None:
 def _forget_after_fork() -> None:
     """In a forked child: start afresh, and let go of the parent's loops without running or closing them."""
     global _local, _kept, _loop_thread, _loop_thread_guard
+    if not _disarm_inherited_loops():
+        return
+    pool.abandon_closed_loops()
+    _local, _kept, _loop_thread, _loop_thread_guard = threading.local(), weakref.WeakSet(), None, threading.Lock()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # "unclosed transport": being closed right here
+        gc.collect()
+
+
+def _disarm_inherited_loops() -> int:
+    """Mark every loop inherited from the parent closed; how many there were.
+
+    Closing one would unregister the parent's sockets from the epoll instance both share. Marked closed, the loop,
+    its sessions and their transports are freed without touching it, each closing only the child's copy of its
+    file descriptor.
+    """
     inherited = {kept.loop for kept in _kept} | set(pool.loops())
     if _loop_thread is not None:
         inherited.add(_loop_thread.loop)
     for loop in inherited:
-        # Closing it would unregister the parent's sockets from the epoll instance both share. Marked closed,
-        # the loop, its sessions and their transports are freed without touching it, each closing only the
-        # child's copy of its file descriptor.
         loop._closed = True  # type: ignore[attr-defined]
-    pool.abandon_closed_loops()
-    _local, _kept, _loop_thread, _loop_thread_guard = threading.local(), weakref.WeakSet(), None, threading.Lock()
-    if inherited:
-        del inherited
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)  # "unclosed transport": being closed right here
-            gc.collect()
+    return len(inherited)
 
 
 if hasattr(os, "register_at_fork"):

@@ -42,7 +42,8 @@ class Faults:
     """Misbehaviour to switch on. Each step names the modes to pick from; each request misbehaves with ``rate``.
 
     login/ask modes: ``"429"``, ``"500"``, ``"401"``, ``"403"`` (that status), ``"html"`` (a challenge page),
-    ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"`` (``{"code": 401, ...}``), ``"no-token"``.
+    ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"`` (``{"code": 401, ...}``), ``"no-token"``, ``"drop"``
+    (the connection is closed unanswered, after the request was counted).
     stream modes: ``"cut"`` (connection dropped midway), ``"no-done"``, ``"bad-json"``, ``"non-string"``,
     ``"stall"`` (stops sending midway), ``"rewrite"`` (changes sent text), ``"noise"`` (SSE comments, ``event:``/
     ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"linger"`` (keeps the stream open after
@@ -58,9 +59,9 @@ class Faults:
     first_event_delay: float = 0.0
     login_delay: float = 0.0
     """Seconds each login waits before it is answered."""
-    reset_reused: int = 0
-    """How many requests that arrive on a reused keep-alive connection are met by closing it unanswered and
-    uncounted, as a server does that closed an idle connection just as the client sent on it."""
+    reset_reused: list[str] = field(default_factory=list)
+    """Steps whose next request on a reused keep-alive connection is met by closing that connection, unanswered and
+    uncounted, as a server does that closed an idle connection just as the client sent on it; one entry a request."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -171,20 +172,24 @@ class GPTalkServer:
         self.requests.append((step, {key.lower(): value for key, value in request.headers.items()}, body))
         del self.requests[:-200]
 
-    def _reset_if_reused(self, request: web.Request) -> bool:
-        """Close the request's connection unanswered if it is a reused one and ``reset_reused`` says so."""
+    def _reset_if_reused(self, step: str, request: web.Request) -> bool:
+        """Close the request's connection unanswered if it is a reused one and ``reset_reused`` names ``step``."""
         transport = request.transport
-        if self.faults.reset_reused <= 0 or transport is None or transport not in self._connections_seen:
+        if step not in self.faults.reset_reused or transport is None or transport not in self._connections_seen:
             return False
-        self.faults.reset_reused -= 1
+        self.faults.reset_reused.remove(step)
         self.stats["resets"] += 1
         transport.abort()
         return True
 
-    def _fault_response(self, mode: str | None) -> web.Response | None:
+    def _fault_response(self, mode: str | None, request: web.Request) -> web.Response | None:
         if mode is None:
             return None
         self.stats["faults"] += 1
+        if mode == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
         if mode.isdigit():
             return web.json_response({"code": int(mode), "msg": f"simulated HTTP {mode}", "data": None}, status=int(mode))
         if mode == "html":
@@ -198,10 +203,10 @@ class GPTalkServer:
     async def _receive(self, step: str, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         """A JSON request counted for ``step``, and the fault to answer it with, if one is switched on."""
         body = await request.json()
-        if self._reset_if_reused(request):
+        if self._reset_if_reused(step, request):
             return body, web.Response()  # never sent: the connection is gone
         self._seen(step, request, body)
-        return body, self._fault_response(self.faults.pick(step))
+        return body, self._fault_response(self.faults.pick(step), request)
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
         body, fault = await self._receive("login", request)
@@ -232,7 +237,7 @@ class GPTalkServer:
         return web.json_response({"code": 0, "msg": "ok", "data": {"token": stream_token}})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        if self._reset_if_reused(request):
+        if self._reset_if_reused("stream", request):
             return web.Response()
         self._seen("stream", request, dict(request.query))
         job = self._streams.pop(request.query.get("token", ""), None)
@@ -305,7 +310,8 @@ class GPTalkServer:
     # -- control, for a server in another process -----------------------------------------------------------------
 
     async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.stats, "first_event_at": self.first_event_at})
+        return web.json_response(
+            {**self.stats, "first_event_at": self.first_event_at, "open_connections": self.open_connections})
 
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.reset()

@@ -1,0 +1,217 @@
+"""g4f's sync API: chats keep their thread's loop, connections and tokens, and every loop they leave is released."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+import os
+import textwrap
+import threading
+import time
+
+import g4f
+import pytest
+
+from g4f_gptalk import GPTalk
+from g4f_gptalk.errors import GPTalkTimeoutError
+from g4f_gptalk.server import Faults, echo_reply
+
+from .conftest import HELLO, run_python
+
+REPLY = echo_reply("Hello")
+
+
+def create(messages=HELLO, **kwargs):
+    return g4f.ChatCompletion.create(GPTalk.default_model, messages, provider=GPTalk, **kwargs)
+
+
+def open_descriptors() -> set[tuple[str, str]]:
+    """This process's open file descriptors, as (number, what it is): a number alone may have been reused."""
+    found = set()
+    for number in os.listdir("/proc/self/fd"):
+        try:
+            found.add((number, os.readlink(f"/proc/self/fd/{number}")))
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    return found
+
+
+def wait_until(condition, seconds: float = 5.0) -> bool:
+    """Whether ``condition()`` came true within ``seconds`` (what a server sees of a close arrives a moment later)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_sync_chats_share_one_keep_alive_connection_and_five_asks_per_token(server):
+    replies = [create([{"role": "user", "content": f"n{n}"}]) for n in range(20)]
+    assert replies == [echo_reply(f"n{n}") for n in range(20)]
+    assert server.stats["connections"] == 1 and server.stats["logins"] == 4 and server.stats["asks"] == 20
+
+
+def test_sync_streaming_and_whole_replies_share_the_connection(server):
+    pieces = list(create(stream=True))
+    assert "".join(pieces) == REPLY and len(pieces) == math.ceil(len(REPLY) / server.chunk_chars)
+    assert create() == REPLY
+    assert server.stats["connections"] == 1
+
+
+def test_sync_streaming_delivers_each_delta_before_the_server_sends_the_next_event(server):
+    received: list[str] = []
+    arrived = threading.Condition()
+
+    def wait_for_deltas(count: int) -> None:
+        with arrived:
+            arrived.wait_for(lambda: len(received) >= count, timeout=10)
+
+    async def after_previous_delta(index: int) -> None:  # the server sends event N once N deltas arrived
+        await asyncio.get_running_loop().run_in_executor(None, wait_for_deltas, index)
+
+    server.before_event = after_previous_delta
+    # a provider that held a delta back would stall the server, and stream_timeout would end the chat
+    for piece in create(stream=True, stream_timeout=5):
+        with arrived:
+            received.append(piece)
+            arrived.notify_all()
+    assert "".join(received) == REPLY and len(received) > 10
+
+
+@pytest.mark.parametrize("stop", ["break", "close"])
+def test_a_caller_that_stops_a_sync_stream_early_cancels_the_request_silently(server, caplog, capsys, stop):
+    caplog.set_level(logging.WARNING)
+    server.faults = Faults(stream=["stall"])  # the body never ends: only a cancelled request frees the connection
+    stream = create(stream=True)
+    if stop == "break":
+        for _piece in stream:
+            break
+        del stream
+    else:
+        assert REPLY.startswith(next(stream))
+        stream.close()
+    assert wait_until(lambda: server.open_connections == 0)
+    server.faults = Faults()
+    assert create() == REPLY and server.stats["connections"] == 2
+    client_side = [record for record in caplog.records if not record.name.startswith("aiohttp.")]  # not the server's
+    assert client_side == [] and capsys.readouterr().err == ""
+
+
+def test_a_sync_timeout_is_gptalks_own_error_after_the_text_received(server):
+    server.faults = Faults(stream=["stall"])
+    received: list[str] = []
+    with pytest.raises(GPTalkTimeoutError) as caught:
+        for piece in create(stream=True, timeout=1):
+            received.append(piece)
+    text = "".join(received)
+    assert text and REPLY.startswith(text) and text != REPLY
+    assert str(caught.value) == (
+        f"GPTalk stream: the call's timeout ran out; the reply is incomplete after {len(text)} characters")
+
+
+def test_sync_calls_from_a_thread_whose_loop_is_running(server):
+    async def inside_a_running_loop() -> tuple[list[str], list[str], str]:
+        # sync code called from async code, as in Jupyter: this thread cannot drive a loop of its own
+        replies = [create([{"role": "user", "content": f"n{n}"}]) for n in range(3)]
+        pieces = list(create(stream=True))
+        stream = create(stream=True)
+        first = next(stream)
+        stream.close()
+        return replies, pieces, first
+
+    replies, pieces, first = asyncio.run(inside_a_running_loop())
+    assert replies == [echo_reply(f"n{n}") for n in range(3)]
+    assert "".join(pieces) == REPLY and len(pieces) > 10 and REPLY.startswith(first)
+    assert server.stats["connections"] == 1 and server.stats["logins"] == 1
+
+
+def test_a_timeout_reaches_a_caller_whose_loop_is_running_as_gptalks_own_error(server):
+    server.faults = Faults(stream=["stall"])
+
+    async def inside_a_running_loop() -> str:
+        with pytest.raises(GPTalkTimeoutError) as caught:
+            create(timeout=1)
+        return str(caught.value)
+
+    assert asyncio.run(inside_a_running_loop()).startswith("GPTalk stream: the call's timeout ran out")
+
+
+def test_a_thread_that_ends_closes_its_connections(server):
+    replies: list[str] = []
+    thread = threading.Thread(target=lambda: replies.extend(create() for _ in range(3)))
+    thread.start()
+    thread.join(timeout=30)
+    assert replies == [REPLY] * 3 and server.stats["connections"] == 1
+    assert wait_until(lambda: server.open_connections == 0)
+
+
+def test_16_threads_of_sync_chats_get_exact_replies_and_ceil_n_over_5_logins(server):
+    per_thread, threads = 5, 16
+    replies: dict[str, str] = {}
+
+    def chats(thread: int) -> None:
+        for n in range(per_thread):
+            prompt = f"thread {thread} chat {n}"
+            replies[prompt] = create([{"role": "user", "content": prompt}])
+
+    workers = [threading.Thread(target=chats, args=(k,)) for k in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(replies) == per_thread * threads
+    assert all(reply == echo_reply(prompt) for prompt, reply in replies.items())
+    # the server refuses a sixth ask on a token: none was refused, so no token served more than five
+    assert server.stats["rejected"] == 0 and server.stats["asks"] == per_thread * threads
+    assert server.stats["logins"] == math.ceil(per_thread * threads / 5)
+
+
+def test_interpreter_exit_closes_the_sync_connections_without_a_warning(server):
+    # atexit handlers run last-registered first: this one, registered before g4f_gptalk is imported, runs after
+    # the plugin's and asks the server what is still open (its own request's connection is one)
+    out = run_python(textwrap.dedent(f"""
+        import atexit, json, urllib.request
+
+        def open_at_exit():
+            with urllib.request.urlopen("{server.url}/_local/stats", timeout=10) as response:
+                print("open at exit:", json.load(response)["open_connections"])
+
+        atexit.register(open_at_exit)
+        import g4f
+        g4f.debug.version_check = False
+        print(g4f.ChatCompletion.create("", [{{"role": "user", "content": "Hello"}}], provider="GPTalk"))
+    """), "-X", "dev")
+    assert out.splitlines() == [REPLY, "open at exit: 1"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_releases_the_parents_loop_and_chats_on_its_own(server):
+    assert create() == REPLY  # the parent's kept loop now holds a pooled connection
+    before_fork = open_descriptors()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report on the pipe, never return into pytest
+        status = 1
+        try:
+            released = before_fork - open_descriptors()
+            os.dup2(write_end, 2)  # anything the child prints as an error or warning goes to the parent
+            reply = create()
+            gc.collect()
+            os.write(2, f"released {len(released)} reply ok {reply == REPLY}\n".encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as child_stderr:
+        said = child_stderr.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, said
+    released, reply_ok = said.split()[1], said.split()[4]
+    # the child closed its copies of the kept loop's epoll and self-pipe and of the pooled connection
+    assert said.startswith("released ") and int(released) == 4 and reply_ok == "True", said
+    assert said.count("\n") == 1, said  # and printed nothing else: no warning, no traceback
+    assert create() == REPLY  # the parent's loop still works: the child did not touch their shared epoll
+    assert server.stats["connections"] == 2  # the parent's one, still reused, and the child's own
