@@ -19,16 +19,28 @@ import sys
 import tempfile
 from pathlib import Path
 
+import g4f
 from run import concurrent, local_server, make_client, sequential
 
+from g4f_gptalk import GPTalk
+from g4f_gptalk.server import echo_reply
+
 HERE = Path(__file__).parent
-CLIENTS = ["raw", "GPTalk", "seed"]
+CLIENTS = ["raw", "GPTalk", "seed", "g4f async"]
+SYNC_CLIENTS = ["g4f sync", "g4f sync stream"]  # g4f.ChatCompletion.create on the thread's kept loop; sequential
 BASELINE = 10
 
 
 def chats(client: str, kind: str, n: int, url: str) -> None:
     """Run ``n`` chats of ``kind`` with ``client`` (what callgrind measures; see ``main``)."""
     os.environ["G4F_GPTALK_URL"] = url
+    if client in SYNC_CLIENTS:
+        g4f.debug.version_check = False
+        for i in range(n):
+            messages = [{"role": "user", "content": f"chat {i}"}]
+            reply = g4f.ChatCompletion.create("gpt-3.5-turbo", messages, provider=GPTalk, stream=client.endswith("stream"))
+            assert (reply if isinstance(reply, str) else "".join(reply)) == echo_reply(f"chat {i}")
+        return
 
     async def main() -> None:
         chat, close = make_client(client, url)
@@ -68,6 +80,11 @@ def main() -> None:
             rows.append(f"| {client} | " + " | ".join(
                 f"{per_chat[(client, kind)] / 1e6:.3f} M ({per_chat[(client, kind)] / per_chat[('raw', kind)]:.3f}× raw)"
                 for kind in ("sequential", "concurrent")) + " |")
+        for client in SYNC_CLIENTS:
+            extra = instructions(client, "sequential", BASELINE + args.chats, url) - instructions(
+                client, "sequential", BASELINE, url)
+            over = extra / args.chats - per_chat[("GPTalk", "sequential")]
+            rows.append(f"| {client} | {extra / args.chats / 1e6:.3f} M ({over / 1e3:+.0f} k over GPTalk async) | — |")
         table = "\n".join(rows)
         print(table)
         (HERE / "results" / "instructions.md").write_text(table + "\n")

@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -35,8 +36,8 @@ from g4f_gptalk.server import GPTalkServer, echo_reply
 RESULTS = Path(__file__).parent / "results"
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
 CLIENTS = ["raw", "seed", "GPTalk", "g4f async"]
-SYNC = "g4f sync"  # g4f.ChatCompletion.create: a new event loop per call, so sequential chats only
-LOOP_PER_CHAT = "GPTalk, asyncio.run per chat"  # the same, without g4f
+SYNC = "g4f sync"  # g4f.ChatCompletion.create, on the calling thread's kept loop; sequential chats only
+LOOP_PER_CHAT = "GPTalk, asyncio.run per chat"  # what g4f's sync API did before GPTalk kept a loop per thread
 LENGTHS = [375, 750, 1500, 3000]  # events per reply
 FIRST_EVENT_DELAY = 0.05
 
@@ -132,9 +133,10 @@ def measure(name: str, url: str, scenario: Callable[[Chat], object]) -> dict[str
     return counted(url, lambda: asyncio.run(main()))
 
 
-def loop_per_chat(url: str, n: int, client: str) -> dict[str, float]:
-    """``n`` sequential chats, each in an event loop of its own: through sync ``g4f.ChatCompletion.create``
-    (which makes one per call), or through ``asyncio.run`` of GPTalk alone, to tell g4f's cost from the loop's."""
+def sync_chats(url: str, n: int, client: str) -> dict[str, float]:
+    """``n`` sequential sync chats in a new thread (so on new connections, like each async run): through
+    ``g4f.ChatCompletion.create``, which runs GPTalk on the thread's kept loop, or through ``asyncio.run`` of GPTalk
+    alone, a new event loop per chat, as g4f's own sync wrapper would."""
     GPTalk._tokens.clear()
 
     async def alone(messages: list[dict[str, str]]) -> str:
@@ -147,7 +149,12 @@ def loop_per_chat(url: str, n: int, client: str) -> dict[str, float]:
                 else asyncio.run(alone(messages))
             assert text == echo_reply(f"chat {i}")
 
-    return counted(url, run)
+    def in_a_new_thread() -> None:
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    return counted(url, in_a_new_thread)
 
 
 def sequential(n: int) -> Callable[[Chat], object]:
@@ -208,7 +215,7 @@ def main() -> None:
                 for client in order:
                     kept[(scenario_name, client)].append(measure(client, url, scenario))
             for client in (SYNC, LOOP_PER_CHAT):
-                kept[(f"{args.sequential} sequential", client)].append(loop_per_chat(url, args.sequential, client))
+                kept[(f"{args.sequential} sequential", client)].append(sync_chats(url, args.sequential, client))
             set_faults(url, first_event_delay=FIRST_EVENT_DELAY)
             for client in order:
                 kept[("first delta", client)].append(measure(client, url, first_delta(url)))
@@ -261,8 +268,8 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, resul
     overhead = ["", f"| cost per chat ({n} sequential), paired by round | over | wall µs | CPU µs |", "|---|---|---|---|"]
     for client, over, what in (
         ("g4f async", "GPTalk", "g4f: `ChatCompletion.create_async(stream=True)`"),
-        (SYNC, LOOP_PER_CHAT, "g4f: `ChatCompletion.create()`"),
-        (LOOP_PER_CHAT, "GPTalk", "a new event loop per chat: its session, TCP connection and teardown"),
+        (SYNC, "GPTalk", "g4f: sync `ChatCompletion.create()`, on the thread's kept loop"),
+        (LOOP_PER_CHAT, "GPTalk", "a new event loop per chat (g4f's own sync wrapper): session, connection, teardown"),
     ):
         overhead.append(f"| {what} | {over} | {per_chat_us(client, over, 'wall')} | {per_chat_us(client, over, 'cpu')} |")
 

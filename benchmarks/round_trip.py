@@ -1,0 +1,214 @@
+"""Sync against async chats over https with a 20 ms round trip, as on the internet.
+
+    python benchmarks/round_trip.py [--rounds 5] [--chats 20] [--results benchmarks/results]
+
+The local GPTalk server serves https with a certificate from a throwaway CA (trustme) that the client trusts, behind
+a TCP relay on loopback that holds every chunk for half the round trip in each direction (there is no netem here).
+Each round runs every calling pattern with fresh connections and tokens, in a changing order; it prints per-chat
+medians and per-round paired ratios to async, and writes ``round_trip.md`` to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import trustme
+
+CA = trustme.CA()
+_scratch = tempfile.TemporaryDirectory()  # removed when the run ends
+CA.cert_pem.write_to_path(f"{_scratch.name}/ca.pem")
+os.environ["SSL_CERT_FILE"] = f"{_scratch.name}/ca.pem"  # before aiohttp makes its default SSL context
+
+import g4f  # noqa: E402
+from g4f.client import Client  # noqa: E402
+
+from g4f_gptalk import GPTalk  # noqa: E402
+from g4f_gptalk.server import ServerThread, echo_reply  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+ONE_WAY = 0.010  # seconds each chunk is held in each direction: a 20 ms round trip
+
+
+class DelayingRelay:
+    """``127.0.0.1:<port>`` forwarding to ``upstream``, every chunk held ``delay`` seconds, order kept."""
+
+    def __init__(self, upstream_port: int, delay: float) -> None:
+        self.upstream_port, self.delay = upstream_port, delay
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    def __enter__(self) -> DelayingRelay:
+        self.thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._connection, "127.0.0.1", 0), self.loop).result(timeout=10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        async def stop() -> None:
+            assert self._server is not None
+            self._server.close()
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            up_writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await held.get()
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if not chunk:
+                    writer.close()
+                    return
+                writer.write(chunk)
+
+        delivery = asyncio.ensure_future(deliver())
+        try:
+            while chunk := await reader.read(65536):
+                held.put_nowait((time.monotonic() + self.delay, chunk))
+            held.put_nowait((time.monotonic() + self.delay, b""))
+            await delivery
+        finally:
+            delivery.cancel()
+
+
+def messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"chat {i}"}]
+
+
+def async_chats(n: int) -> None:
+    async def run() -> None:
+        for i in range(n):
+            text = await g4f.ChatCompletion.create_async("gpt-3.5-turbo", messages(i), provider=GPTalk)
+            assert text == echo_reply(f"chat {i}")
+
+    asyncio.run(run())
+
+
+def sync_create(n: int) -> None:
+    for i in range(n):
+        assert g4f.ChatCompletion.create("gpt-3.5-turbo", messages(i), provider=GPTalk) == echo_reply(f"chat {i}")
+
+
+def sync_stream(n: int) -> None:
+    for i in range(n):
+        pieces = g4f.ChatCompletion.create("gpt-3.5-turbo", messages(i), provider=GPTalk, stream=True)
+        assert "".join(pieces) == echo_reply(f"chat {i}")
+
+
+def sync_client(n: int) -> None:
+    client = Client()
+    for i in range(n):
+        response = client.chat.completions.create(model="gpt-3.5-turbo", messages=messages(i), provider="GPTalk")
+        assert response.choices[0].message.content == echo_reply(f"chat {i}")
+
+
+PATTERNS: dict[str, Callable[[int], None]] = {
+    "async (`create_async`)": async_chats,
+    "sync `ChatCompletion.create`": sync_create,
+    "sync streaming": sync_stream,
+    "sync `Client`": sync_client,
+}
+
+
+def in_a_new_thread(run: Callable[[int], None], n: int) -> None:
+    """Each pattern in a thread of its own: a new kept loop, so new connections, closed when the thread ends."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run(n)
+        except BaseException as exc:  # noqa: BLE001 - reported in the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def orders(rounds: int) -> Iterator[list[str]]:
+    names = list(PATTERNS)
+    for index in range(-1, rounds):  # round -1 warms up and is not counted
+        shift = index % len(names)
+        order = names[shift:] + names[:shift]
+        yield order[::-1] if index % 2 else order
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--chats", type=int, default=20)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    g4f.debug.version_check = False
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    CA.issue_cert("127.0.0.1").configure_cert(context)
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in PATTERNS}
+    with ServerThread(ssl_context=context) as server, DelayingRelay(server.port, ONE_WAY) as relay:
+        os.environ["G4F_GPTALK_URL"] = f"https://127.0.0.1:{relay.port}"
+        for index, order in enumerate(orders(args.rounds)):
+            for name in order:
+                GPTalk._tokens.clear()
+                before = dict(server.stats)
+                started = time.perf_counter()
+                in_a_new_thread(PATTERNS[name], args.chats)
+                wall = time.perf_counter() - started
+                if index > 0:
+                    samples[name].append({"per_chat": wall / args.chats, **{
+                        key: server.stats[key] - before.get(key, 0) for key in ("connections", "logins", "asks")}})
+    report(samples, args.chats, args.results)
+
+
+def report(samples: dict[str, list[dict[str, float]]], chats: int, results: Path) -> None:
+    baseline = "async (`create_async`)"
+    rows = [f"| {chats} chats, https, 20 ms round trip | ms per chat | ratio to async (median of per-round ratios) "
+            "| TCP connections | logins |", "|---|---|---|---|---|"]
+    for name, runs in samples.items():
+        ratio = statistics.median(mine["per_chat"] / theirs["per_chat"] for mine, theirs in zip(runs, samples[baseline],
+                                                                                                  strict=True))
+        connections = max(run["connections"] for run in runs)
+        logins = max(run["logins"] for run in runs)
+        assert logins == math.ceil(chats / 5), (name, logins)
+        rows.append(f"| {name} | {statistics.median(run['per_chat'] for run in runs) * 1000:.1f} | {ratio:.3f} "
+                    f"| {connections:.0f} | {logins:.0f} |")
+    table = "\n".join(rows)
+    print(table)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "round_trip.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
