@@ -17,16 +17,37 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from g4f import debug
 
 MAX_ASKS_PER_TOKEN = 5
 CLOCK_SKEW = 5.0
 """Seconds before ``expires_at`` at which a token is no longer used, for clocks that disagree a little."""
+UNKNOWN_EXPIRY_LIFETIME = 300.0
+"""Seconds a token is used for when the login answer does not say when it expires."""
+
+
+def expiry_of(data: dict[str, Any]) -> float:
+    """``data.expires_at`` of a login answer as Unix seconds (milliseconds and numeric strings are accepted too);
+    missing or unreadable, a conservative ``UNKNOWN_EXPIRY_LIFETIME`` from now."""
+    value = data.get("expires_at")
+    try:
+        seconds = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        debug.log(f"GPTalk login: the answer's expires_at is missing or unreadable; "
+                  f"the token is used for {UNKNOWN_EXPIRY_LIFETIME:g} s at most")
+        return time.time() + UNKNOWN_EXPIRY_LIFETIME
+    return seconds / 1000 if seconds > 1e11 else seconds
 
 
 @dataclass(eq=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 from .provider import GPTalk
@@ -69,16 +68,12 @@ def models() -> str:
 
 
 def login() -> str:
-    from . import pool
-    from .provider import _Call, service_url
+    from .arguments import service_url
+    from .provider import check_login
 
-    async def log_in() -> None:
-        resources = await pool.for_running_loop()
-        url = service_url(GPTalk.url)
-        await _Call(url, resources, None, time.monotonic() + 15, 15).login()
-
-    asyncio.run(log_in())
-    return f"{service_url(GPTalk.url)} issued a token"
+    url = service_url(GPTalk.url)
+    asyncio.run(check_login(url))
+    return f"{url} issued a token"
 
 
 CHECKS: list[tuple[str, Callable[[], str]]] = [

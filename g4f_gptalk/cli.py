@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from g4f import debug
 from g4f.errors import G4FError
 
-from .provider import URL_ENV, GPTalk
+from .arguments import URL_ENV
+from .provider import GPTalk
 
 DEFAULT_PROMPT = "Hello, GPTalk! Say something in a few languages."
 

@@ -7,7 +7,10 @@ Like aiohttp's errors, the classes defined here also subclass the matching built
 from __future__ import annotations
 
 import builtins
+import email.utils
 import json
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from g4f.errors import G4FError, MissingAuthError, RateLimitError, ResponseError
@@ -15,8 +18,11 @@ from g4f.errors import TimeoutError as G4FTimeoutError
 
 EXCERPT_CHARS = 200
 
-# Envelope codes that mean "this token is no good": the provider drops the token and logs in again once.
+# Envelope codes that mean "this token is no good": the provider drops the token and logs in again once. 401 and
+# 403 mirror the HTTP statuses; 10401 and 10403 are the same in GPTalk's five-digit service codes, which its web
+# client answered by logging in again.
 AUTH_FAILURE_CODES = frozenset((401, 403, 10401, 10403))
+REDACTED = "[redacted]"
 
 
 class InvalidRequestError(G4FError, ValueError):
@@ -42,14 +48,46 @@ def excerpt(body: bytes | str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
 
 
-def for_status(step: str, status: int, body: bytes) -> G4FError:
+def shown(value: Any) -> str:
+    """``value`` from a JSON answer, quoted for an error message (even when nested too deep to print)."""
+    try:
+        return excerpt(json.dumps(value, ensure_ascii=False))
+    except (RecursionError, ValueError, TypeError):
+        return "(a value nested too deep to show)"
+
+
+def answer_data(step: str, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """The ``data`` object of a JSON answer to ``step``, or the error the answer amounts to."""
+    if not 200 <= status < 300:
+        raise for_status(step, status, body, headers)
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ResponseError(f"GPTalk {step}: expected JSON, got: {excerpt(body)}") from None
+    return envelope_data(step, answer, body)
+
+
+def for_status(step: str, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> G4FError:
     """The error for a non-2xx answer to ``step``."""
     message = f"GPTalk {step}: HTTP {status}: {excerpt(body)}"
     if status == 429:
-        return RateLimitError(message)
+        wait = retry_after(headers or {})
+        return RateLimitError(message if wait is None else f"{message} (the service asks to wait {wait:g} s)")
     if status in (401, 403):
         return TokenRejectedError(message)
     return ResponseError(message)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The seconds a ``Retry-After`` header asks for (a number of seconds or an HTTP date), if it is readable."""
+    value = headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, round(when - time.time()))
 
 
 def envelope_data(step: str, payload: Any, body: bytes) -> dict[str, Any]:
@@ -58,7 +96,8 @@ def envelope_data(step: str, payload: Any, body: bytes) -> dict[str, Any]:
         raise ResponseError(f"GPTalk {step}: expected a JSON object, got: {excerpt(body)}")
     code = payload.get("code", 0)
     if code not in (0, 200, None):
-        message = f"GPTalk {step}: service error {code}: {payload.get('msg') or excerpt(body)}"
+        said = payload.get("msg")
+        message = f"GPTalk {step}: service error {shown(code)}: {said if isinstance(said, str) and said else excerpt(body)}"
         if code in AUTH_FAILURE_CODES:
             raise TokenRejectedError(message)
         raise ResponseError(message)
@@ -69,8 +108,25 @@ def envelope_data(step: str, payload: Any, body: bytes) -> dict[str, Any]:
 
 
 def token_of(step: str, data: dict[str, Any]) -> str:
-    """``data.token`` of a login or ask answer, which must be a non-empty string."""
+    """``data.token`` of a login or ask answer: a non-empty printable string (it goes into a header or a URL)."""
     token = data.get("token")
     if not isinstance(token, str) or not token:
-        raise ResponseError(f"GPTalk {step}: the answer has no 'data.token': 'data' is {excerpt(json.dumps(data))}")
+        raise ResponseError(f"GPTalk {step}: the answer has no 'data.token': 'data' is {shown(data)}")
+    if not token.isprintable() or token != token.strip():
+        # the value itself stays out of the message: it is a secret, however broken
+        raise ResponseError(f"GPTalk {step}: the answer's 'data.token' has control characters or surrounding spaces")
     return token
+
+
+def redact(error: BaseException, secrets: Iterable[str | None]) -> BaseException:
+    """``error`` with every secret in its message replaced by ``[redacted]`` (servers may echo them back)."""
+    hidden = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+    if hidden:
+        error.args = tuple(_without(arg, hidden) if isinstance(arg, str) else arg for arg in error.args)
+    return error
+
+
+def _without(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text

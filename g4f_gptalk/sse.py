@@ -4,14 +4,20 @@
 ``data: [DONE]``. It is synchronous: the provider's one async loop over the response feeds it, so each event
 costs no extra coroutine hops. The rules, which the tests hold it to:
 
-- SSE framing as browsers read it: ``\\n`` or ``\\r\\n`` line ends, an event ends at a blank line, several
-  ``data:`` lines of one event join with ``\\n``; comments (``: keep-alive``), ``event:``, ``id:`` and ``retry:``
-  lines are accepted and carry nothing GPTalk needs; an event with empty data is skipped, as browsers skip it.
+- SSE framing by the WHATWG event-stream rules: CR, LF and CRLF all end a line; a leading UTF-8 BOM is skipped;
+  an event ends at a blank line; its ``data:`` lines join with ``\\n``; a line without a colon is a field with an
+  empty value (so ``data`` alone adds an empty line); comments (``: keep-alive``), ``event:``, ``id:`` and
+  ``retry:`` carry nothing GPTalk needs. An event with an empty ``data`` is dispatched as ``""``, as the rules say;
+  it carries no content, so it adds no text. One leniency: a last event the stream ends in, without its blank
+  line, still counts.
+- Decoding is linear in the bytes received, however the server splits them: only the unfinished last line is kept
+  between chunks.
 - An event whose content extends the text emitted so far yields the extension. One that repeats that text, or a
   prefix of it, yields nothing. One that rewrites text already emitted (neither) raises ``IncompleteReplyError``:
   emitted text cannot be taken back, and a spliced reply must not pass as the server's.
 - A ``data`` that is not JSON with a string ``content`` raises ``IncompleteReplyError``; so does a stream that
-  ends without ``data: [DONE]``. Text yielded before the error stands.
+  ends without ``data: [DONE]``, unless its body is a JSON error envelope, whose message is the error. Text
+  yielded before the error stands.
 """
 
 from __future__ import annotations
@@ -19,48 +25,88 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from .errors import IncompleteReplyError, excerpt
+from g4f.errors import G4FError
+
+from .errors import IncompleteReplyError, envelope_data, excerpt
 
 DONE = b"[DONE]"
+BOM = b"\xef\xbb\xbf"
+HEAD_BYTES = 65536
+"""How much of a stream that never framed an event is kept, to read a JSON error envelope from it."""
 
 
 class EventDecoder:
     """Incremental SSE decoder: ``feed`` it chunks as they arrive, get the ``data`` of each complete event."""
 
     def __init__(self) -> None:
-        self._pending: list[bytes] = []  # what came after the last complete event
+        self._partial: list[bytes] = []  # the unfinished last line, in the pieces it came in
+        self._data: list[bytes] | None = None  # the current event's data lines; None before its first
+        self._cr = False  # the last chunk ended in CR: an LF that starts the next one is the same line end
+        self._start: bytes | None = b""  # the first bytes, until it is known whether they begin with a BOM
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if b"\n" not in chunk:  # no event can end in it: keep it for later, without copying what is pending
-            self._pending.append(chunk)
-            return []
-        if self._pending:
-            self._pending.append(chunk)
-            chunk = b"".join(self._pending)
+        if self._start is not None:
+            chunk = self._skip_bom(chunk)
+        if self._cr:
+            self._cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
         if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")  # a "\r" left at the end is joined to its "\n" next time
-        blocks = chunk.split(b"\n\n")  # an event ends at a blank line
-        tail = blocks.pop()
-        self._pending = [tail] if tail else []
-        events = []
-        for block in blocks:
-            # GPTalk's own events are one "data: " line; noise lines and multi-line data take the general path.
-            data = block[6:] if block.startswith(b"data: ") and b"\n" not in block else _data_of(block)
-            if data:  # an event without data, or with empty data, is not dispatched (as in browsers)
-                events.append(data)
-        return events
+            self._cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in chunk:  # no line ends in it: keep it for later, without copying what is kept
+            if chunk:
+                self._partial.append(chunk)
+            return []
+        if self._partial:
+            self._partial.append(chunk)
+            chunk = b"".join(self._partial)
+            self._partial = []
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self._partial.append(tail)
+        return self._events_of(lines)
 
     def close(self) -> list[bytes]:
-        """The events left when the stream ends; an unterminated last event still counts."""
-        rest, self._pending = b"".join(self._pending).replace(b"\r\n", b"\n").rstrip(b"\r\n"), []
-        data = _data_of(rest)
-        return [data] if data else []
+        """The events left when the stream ends; a last event without its blank line still counts."""
+        if self._start:
+            self._partial.insert(0, self._start)
+        rest, self._partial, self._start = b"".join(self._partial), [], None
+        return self._events_of([rest, b""] if rest else [b""])
 
+    def _skip_bom(self, chunk: bytes) -> bytes:
+        start = (self._start or b"") + chunk
+        if len(start) < len(BOM) and BOM.startswith(start):
+            self._start = start
+            return b""
+        self._start = None
+        return start[len(BOM):] if start.startswith(BOM) else start
 
-def _data_of(block: bytes) -> bytes:
-    """The ``data`` of one event's lines: its ``data:`` lines joined with newlines."""
-    lines = block.split(b"\n")
-    return b"\n".join(line[6:] if line.startswith(b"data: ") else line[5:] for line in lines if line.startswith(b"data:"))
+    def _events_of(self, lines: list[bytes]) -> list[bytes]:
+        events = []
+        data = self._data
+        for line in lines:
+            if not line:  # a blank line dispatches the event, if it had data
+                if data is not None:
+                    events.append(data[0] if len(data) == 1 else b"\n".join(data))
+                    data = None
+            elif line.startswith(b"data"):
+                if line.startswith(b"data: "):
+                    value = line[6:]
+                elif line.startswith(b"data:"):
+                    value = line[5:]
+                elif line == b"data":
+                    value = b""
+                else:
+                    continue  # another field whose name starts with "data"
+                if data is None:
+                    data = [value]
+                else:
+                    data.append(value)
+            # any other line is a comment or a field GPTalk does not use
+        self._data = data
+        return events
 
 
 class ReplyText:
@@ -71,27 +117,53 @@ class ReplyText:
         self.done = False
         """True once ``data: [DONE]`` has arrived; nothing after it is read."""
         self._decoder = EventDecoder()
+        self._head: bytearray | None = bytearray()  # the body's start, until an event arrives
 
     def deltas(self, chunk: bytes) -> Iterator[str]:
         """The new text of each event completed by ``chunk``, up to ``data: [DONE]``.
 
         A generator, so that the text of the events before a bad one is delivered before its error.
         """
-        return self._deltas_of(self._decoder.feed(chunk))
+        events = self._decoder.feed(chunk)
+        head = self._head
+        if head is not None:
+            if events:
+                self._head = None
+            elif len(head) < HEAD_BYTES:
+                head += chunk[: HEAD_BYTES - len(head)]
+        return self._deltas_of(events)
 
     def end(self) -> Iterator[str]:
         """The stream is over: the text of an unterminated last event, then an error if ``[DONE]`` never came."""
         if self.done:
             return
-        yield from self._deltas_of(self._decoder.close())
-        if not self.done:
-            raise self.incomplete("the stream ended without 'data: [DONE]'")
+        events = self._decoder.close()
+        yield from self._deltas_of(events)
+        if self.done:
+            return
+        if self._head and not events:
+            self._raise_envelope_error(bytes(self._head))
+        raise self.incomplete("the stream ended without 'data: [DONE]'")
+
+    def _raise_envelope_error(self, body: bytes) -> None:
+        """A stream that framed no event but is a JSON error envelope fails with the server's words."""
+        try:
+            answer = json.loads(body)
+        except (ValueError, RecursionError):
+            return
+        try:
+            envelope_data("stream", answer, body)
+        except G4FError as exc:
+            raise exc from None
+        raise self.incomplete(f"the server sent JSON, not events: {excerpt(body)}")
 
     def delta(self, data: bytes) -> str:
-        """The new text in one event's ``data``."""
+        """The new text in one event's ``data``; an empty ``data`` carries none."""
+        if not data:
+            return ""
         try:
             event = _json_of(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             event = None
         content = event.get("content") if isinstance(event, dict) else None
         if not isinstance(content, str):

@@ -107,11 +107,9 @@ def test_an_expiring_token_is_replaced_before_the_server_would_reject_it(start_s
     assert server.stats["logins"] == 2 and server.stats["rejected"] == 0
 
 
-def test_millisecond_expiry_times_are_understood(start_server):
-    from g4f_gptalk.provider import expires_at
-
-    assert expires_at({"expires_at": 1_900_000_000_000}) == 1_900_000_000
-    assert expires_at({"expires_at": "1900000000"}) == 1_900_000_000
+def test_millisecond_expiry_times_are_understood():
+    assert auth.expiry_of({"expires_at": 1_900_000_000_000}) == 1_900_000_000
+    assert auth.expiry_of({"expires_at": "1900000000"}) == 1_900_000_000
 
 
 def test_the_service_url_setting_wins_at_each_call(start_server, monkeypatch):

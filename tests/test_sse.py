@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from g4f_gptalk.errors import IncompleteReplyError
-from g4f_gptalk.sse import ReplyText
+from g4f_gptalk.sse import EventDecoder, ReplyText
 
 NOISE = [b": keep-alive\n", b"event: message\n", b"id: 42\n", b"retry: 3000\n", b":\n", b"event: ping\r\n"]
 
@@ -53,8 +53,41 @@ def test_multi_line_data_is_joined_with_newline_as_sse_says():
     assert deltas_of([b'data: {"content":\ndata: "x"}\n\n', b"data: [DONE]\n\n"]) == ["x"]
 
 
-def test_events_with_empty_data_are_not_dispatched_as_in_browsers():
+def test_an_empty_data_is_dispatched_as_empty_and_adds_no_text():
     assert deltas_of([b"data:\n\n", event("a"), b"data: \r\n\r\n", b"event: ping\n\n", b"data: [DONE]\n\n"]) == ["a"]
+
+
+# The WHATWG event-stream rules, as the web-platform-tests' eventsource format tests check them.
+WHATWG_CASES = {
+    "LF": (b"data: a\ndata: b\n\n", [b"a\nb"]),
+    "CRLF": (b"data: a\r\ndata: b\r\n\r\n", [b"a\nb"]),
+    "bare CR": (b"data: a\rdata: b\r\r", [b"a\nb"]),
+    "mixed line ends": (b"data: a\rdata: b\ndata: c\r\n\r\ndata: d\r\r", [b"a\nb\nc", b"d"]),
+    "leading BOM": (b"\xef\xbb\xbfdata: a\n\n", [b"a"]),
+    "a second BOM is part of a field name": (b"\xef\xbb\xbfdata: a\n\n\xef\xbb\xbfdata: b\n\n", [b"a"]),
+    "empty data": (b"data:\n\n", [b""]),
+    "data without a colon": (b"data\n\n", [b""]),
+    "two data lines without a colon": (b"data\ndata\n\n", [b"\n"]),
+    "other fields without a colon": (b"event\nid\ndata: a\n\n", [b"a"]),
+    "comments": (b": hi\n:\ndata: a\n: between\ndata: b\n\n", [b"a\nb"]),
+    "only one space is dropped": (b"data:  a \n\n", [b" a "]),
+    "no data, no event": (b"event: x\nid: 1\n\n\n", []),
+    "a field whose name starts with data": (b"datum: x\ndata-x: y\ndata: a\n\n", [b"a"]),
+}
+
+
+@pytest.mark.parametrize("case", WHATWG_CASES)
+@pytest.mark.parametrize("split_into", ["one chunk", "single bytes"])
+def test_the_decoder_follows_the_whatwg_event_stream_rules(case, split_into):
+    wire, expected = WHATWG_CASES[case]
+    decoder = EventDecoder()
+    chunks = [wire] if split_into == "one chunk" else [wire[i : i + 1] for i in range(len(wire))]
+    assert [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.close() == expected
+
+
+def test_a_stream_ending_mid_event_still_counts_its_data():
+    decoder = EventDecoder()
+    assert decoder.feed(b"data: a\ndata: [DONE]") == [] and decoder.close() == [b"a\n[DONE]"]
 
 
 def test_data_without_the_space_or_with_whitespace_around_the_json_is_read():
@@ -84,6 +117,7 @@ def test_a_bad_event_is_an_error_after_the_text_before_it_in_the_same_chunk():
 
 
 pieces = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=25)
+LINE_ENDS = [b"\n", b"\r\n", b"\r"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -91,16 +125,24 @@ pieces = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=25)
     pieces=pieces,
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40),
     noise=st.lists(st.sampled_from(NOISE), max_size=40),
-    crlf=st.booleans(),
+    bom=st.booleans(),
     seed=st.randoms(use_true_random=False),
 )
-def test_any_split_with_any_noise_yields_exactly_the_final_content(pieces, cuts, noise, crlf, seed):
-    newline = b"\r\n" if crlf else b"\n"
-    frames = [event("".join(pieces[: index + 1]), newline) for index in range(len(pieces))]
+def test_any_split_with_noise_inside_events_and_any_line_ends_yields_exactly_the_final_content(
+    pieces, cuts, noise, bom, seed
+):
+    # each event is its lines, then a blank line; noise lines go anywhere among them, inside events too
+    events = [[event("".join(pieces[: index + 1]))[:-2]] for index in range(len(pieces))] + [[b"data: [DONE]"]]
     for line in noise:
-        frames.insert(seed.randrange(len(frames) + 1), line.replace(b"\n", newline) + newline)
-    wire = b"".join(frames) + b"data: [DONE]" + newline + newline
-    deltas = deltas_of(split(wire, cuts))
+        lines = events[seed.randrange(len(events))]
+        lines.insert(seed.randrange(len(lines) + 1), line.rstrip(b"\r\n"))
+    wire, last_end = b"", b""
+    for line in (line for lines in events for line in [*lines, b""]):
+        end = seed.choice(LINE_ENDS)
+        if last_end == b"\r" and not line and end == b"\n":
+            end = b"\r\n"  # CR then LF would be one line end, not an empty line
+        wire, last_end = wire + line + end, end
+    deltas = deltas_of(split((b"\xef\xbb\xbf" if bom else b"") + wire, cuts))
     assert "".join(deltas) == "".join(pieces)
     assert all(deltas)
 

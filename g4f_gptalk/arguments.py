@@ -1,0 +1,101 @@
+"""What a call's arguments and settings must be: messages, model, time bounds, the service URL and the proxy.
+
+Each check raises ``InvalidRequestError`` (a ``g4f.errors`` type and a ``ValueError``) naming the argument or
+setting, before any request is sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any
+
+from g4f.Provider.helper import format_prompt
+from g4f.typing import Messages
+from yarl import URL
+
+from .errors import InvalidRequestError
+
+URL_ENV = "G4F_GPTALK_URL"
+SOCKS_SCHEMES = frozenset(("socks4", "socks5", "socks5h"))
+
+
+def prompt_of(messages: Messages) -> str:
+    """``format_prompt(messages)``, after checking that ``messages`` is a non-empty list of chat messages with some
+    text. As in g4f's ``format_prompt``, a ``None`` content is no text (assistant messages with tool calls have it)."""
+    if not isinstance(messages, (list, tuple)):
+        raise InvalidRequestError(f"GPTalk: messages must be a list of chat messages, not {type(messages).__name__}")
+    if not messages:
+        raise InvalidRequestError("GPTalk: messages is empty; send at least one message")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+            raise InvalidRequestError(f"GPTalk: messages[{index}] must be a dict with a 'role' string and 'content'")
+        content = message["content"]
+        if isinstance(content, list) and not all(isinstance(part, dict) for part in content):
+            raise InvalidRequestError(f"GPTalk: messages[{index}]['content'] must be text or a list of content parts")
+        if content is not None and not isinstance(content, (str, list)):
+            raise InvalidRequestError(
+                f"GPTalk: messages[{index}]['content'] must be text or a list of content parts, "
+                f"not {type(content).__name__}")
+    prompt = format_prompt(list(messages))
+    if not prompt.strip():
+        raise InvalidRequestError("GPTalk: the messages have no text to send")
+    return prompt
+
+
+def model_of(model: Any, default: str) -> str:
+    """``model``, or ``default`` for an empty one or ``"auto"``; it must be a string."""
+    if model is None or model in ("", "auto"):
+        return default
+    if not isinstance(model, str):
+        raise InvalidRequestError(f"GPTalk: model must be a string such as {default!r}, not {type(model).__name__}")
+    return model
+
+
+def seconds(name: str, value: Any, default: float) -> float:
+    """A time bound in seconds: ``default`` for None, else a finite number above 0."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InvalidRequestError(f"GPTalk: {name}={value!r} is not a number of seconds above 0")
+    return float(value)
+
+
+def service_url(default: str) -> str:
+    """The service address: ``G4F_GPTALK_URL`` if set, else ``default``; must be an http(s) URL."""
+    configured = os.environ.get(URL_ENV)
+    return _checked_url(configured, URL_ENV) if configured else _checked_url(default, "GPTalk.url")
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_url(raw: str, setting: str) -> str:
+    try:
+        url = URL(raw)
+    except (TypeError, ValueError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise InvalidRequestError(f"GPTalk: {setting}={raw!r} is not an http(s) URL such as https://gptalk.net")
+    return str(url).rstrip("/")
+
+
+def split_proxy(proxy: str | None) -> tuple[str | None, str | None]:
+    """``proxy`` as (http proxy for each request, socks proxy for the connector); checks it is a proxy URL."""
+    if not proxy:
+        return None, None
+    try:
+        url = URL(proxy)
+    except (TypeError, ValueError):
+        url = None
+    if url is None or url.scheme not in ("http", "https", *SOCKS_SCHEMES) or not url.host:
+        shown = f" (scheme {url.scheme!r}, host {url.host!r})" if url is not None and url.absolute else ""
+        raise InvalidRequestError(f"GPTalk: the proxy setting{shown} is not an http(s):// or socks5:// URL with a host")
+    return (None, proxy) if url.scheme in SOCKS_SCHEMES else (proxy, None)
+
+
+def proxy_password(proxy: str | None) -> str | None:
+    """The password in ``proxy``, to keep out of error messages."""
+    try:
+        return URL(proxy).password if proxy else None
+    except (TypeError, ValueError):
+        return None
