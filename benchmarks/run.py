@@ -32,6 +32,7 @@ from clients import RawClient, SeedClient
 
 from g4f_gptalk import GPTalk, pool
 from g4f_gptalk.server import GPTalkServer, echo_reply
+from g4f_gptalk.sse import ReplyText
 
 RESULTS = Path(__file__).parent / "results"
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
@@ -192,6 +193,21 @@ def long_reply(events: int) -> Callable[[Chat], object]:
     return run
 
 
+def many_data_lines(megabytes: float, write: int = 64) -> float:
+    """CPU seconds to read one event of ``megabytes`` of ``data:`` lines (JSON with whitespace between its
+    tokens) arriving in ``write``-byte pieces: a decoder that rescans what it holds would grow quadratically."""
+    lines = int(megabytes * 1e6) // 100
+    wire = b'data: {"content":\n' + b"data: " + b" " * 93 + b"\n" * 1 + (b"data: " + b" " * 93 + b"\n") * lines
+    wire += b'data: "done"}\n\ndata: [DONE]\n\n'
+    pieces = [wire[i : i + write] for i in range(0, len(wire), write)]
+    reply = ReplyText()
+    cpu = time.process_time()
+    text = "".join(delta for piece in pieces for delta in reply.deltas(piece))
+    cpu = time.process_time() - cpu
+    assert text == "done" and reply.done
+    return cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -220,14 +236,16 @@ def main() -> None:
             for client in order:
                 kept[("first delta", client)].append(measure(client, url, first_delta(url)))
             set_faults(url)
-        report(samples, args.sequential, args.results)
+        scaling = {size: statistics.median(many_data_lines(size) for _ in range(3)) for size in (0.6, 1.2, 2.4)}
+        report(samples, args.sequential, args.results, scaling)
 
 
 def median(samples: list[dict[str, float]], key: str) -> float:
     return statistics.median(sample[key] for sample in samples)
 
 
-def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, results: Path) -> None:
+def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, results: Path,
+           scaling: dict[float, float]) -> None:
     seq = f"{n} sequential"
 
     def cell(scenario: str, client: str, key: str, scale: float = 1.0, digits: int = 3) -> str:
@@ -278,7 +296,14 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, resul
     for events in LENGTHS:
         growth.append(f"| {events} | {wire_bytes(events):,} | " + " | ".join(
             cell(f"reply {events}", c, "reply_cpu", 1000, 1) for c in CLIENTS) + " |")
-    table = "\n".join(rows + ratios + overhead + growth)
+    linear = ["", "| one event of many `data:` lines in 64-byte writes | MB | CPU ms | × the size before |",
+              "|---|---|---|---|"]
+    previous = None
+    for size, cpu in scaling.items():
+        linear.append(f"| GPTalk's SSE reader | {size} | {cpu * 1000:.0f} | {cpu / previous:.2f} |" if previous
+                      else f"| GPTalk's SSE reader | {size} | {cpu * 1000:.0f} | — |")
+        previous = cpu
+    table = "\n".join(rows + ratios + overhead + growth + linear)
     print(table)
     results.mkdir(parents=True, exist_ok=True)
     (results / "results.md").write_text(table + "\n")

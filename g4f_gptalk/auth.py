@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import math
 import os
 import threading
@@ -62,8 +61,29 @@ class Token:
         return self.asks < MAX_ASKS_PER_TOKEN and now < self.expires_at - CLOCK_SKEW
 
 
-# A waiter's future resolves to a token counted for its ask, or to None: its turn to log in.
-_Waiter = concurrent.futures.Future
+class _Waiter:
+    """A chat queued for a login: its future resolves to a token counted for its ask, or to None (its turn to log
+    in). ``handed`` and ``gone`` change only under the cache's guard, so a handover and a give-up never cross."""
+
+    __slots__ = ("future", "gone", "handed", "loop", "value")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Token | None] = self.loop.create_future()
+        self.handed = self.gone = False
+        self.value: Token | None = None
+
+    def hand(self, value: Token | None) -> None:
+        self.handed, self.value = True, value
+        if asyncio._get_running_loop() is self.loop:
+            _resolve(self.future, value)  # the same loop: no thread hop
+        else:
+            self.loop.call_soon_threadsafe(_resolve, self.future, value)
+
+
+def _resolve(future: asyncio.Future[Token | None], value: Token | None) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 class TokenCache:
@@ -73,7 +93,7 @@ class TokenCache:
         self._token: Token | None = None
         self._guard = threading.Lock()
         self._logging_in = False
-        self._waiters: collections.deque[_Waiter[Token | None]] = collections.deque()
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         _caches.add(self)
 
     def _take(self) -> Token | None:
@@ -90,7 +110,7 @@ class TokenCache:
             token = self._take()
             if token is not None:
                 return token
-            waiter: _Waiter[Token | None] | None = None
+            waiter: _Waiter | None = None
             if self._logging_in:
                 waiter = _Waiter()
                 self._waiters.append(waiter)
@@ -112,15 +132,16 @@ class TokenCache:
             self._hand_on(token)
         return token
 
-    async def _wait(self, waiter: _Waiter[Token | None], wait: float) -> Token | None:
+    async def _wait(self, waiter: _Waiter, wait: float) -> Token | None:
         try:
             async with asyncio.timeout(wait):
-                return await asyncio.wrap_future(waiter)
+                return await waiter.future
         except BaseException:
             with self._guard:
-                # Cancelled while still queued, it is skipped; resolved already, a login turn must go on.
-                if not waiter.cancel() and waiter.result() is None:
-                    self._hand_on(None)
+                if not waiter.handed:
+                    waiter.gone = True  # still queued: skipped when its turn comes
+                elif waiter.value is None:
+                    self._hand_on(None)  # it was handed the next login: that turn passes on
             raise
 
     def _hand_on(self, token: Token | None) -> None:
@@ -129,13 +150,13 @@ class TokenCache:
         now = time.time()
         while self._waiters:
             waiter = self._waiters.popleft()
-            if not waiter.set_running_or_notify_cancel():
-                continue  # its chat gave up
+            if waiter.gone:
+                continue
             if token is not None and token.usable(now):
                 token.asks += 1
-                waiter.set_result(token)
+                waiter.hand(token)
                 continue
-            waiter.set_result(None)
+            waiter.hand(None)
             return
         self._logging_in = False
 

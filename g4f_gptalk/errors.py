@@ -98,7 +98,7 @@ def envelope_data(step: str, payload: Any, body: bytes) -> dict[str, Any]:
     if code not in (0, 200, None):
         said = payload.get("msg")
         message = f"GPTalk {step}: service error {shown(code)}: {said if isinstance(said, str) and said else excerpt(body)}"
-        if code in AUTH_FAILURE_CODES:
+        if isinstance(code, int) and code in AUTH_FAILURE_CODES:
             raise TokenRejectedError(message)
         raise ResponseError(message)
     data = payload.get("data")

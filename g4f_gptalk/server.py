@@ -43,11 +43,16 @@ class Faults:
 
     login/ask modes: ``"429"``, ``"500"``, ``"401"``, ``"403"`` (that status), ``"html"`` (a challenge page),
     ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"`` (``{"code": 401, ...}``), ``"no-token"``, ``"drop"``
-    (the connection is closed unanswered, after the request was counted).
+    (the connection is closed unanswered, after the request was counted), ``"retry-after"`` (429 asking to wait
+    30 s), ``"redirect-loop"`` (307 to itself), ``"deep"`` (a token nested 100,000 lists deep), ``"crlf-token"``
+    (a token with a line break), ``"echo-auth"`` (400 quoting the request's authorization); login only:
+    ``"no-expiry"``, ``"bad-expiry"`` (a working token without a readable ``expires_at``).
     stream modes: ``"cut"`` (connection dropped midway), ``"no-done"``, ``"bad-json"``, ``"non-string"``,
     ``"stall"`` (stops sending midway), ``"rewrite"`` (changes sent text), ``"noise"`` (SSE comments, ``event:``/
-    ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"linger"`` (keeps the stream open after
-    ``[DONE]``, sending comments), ``"500"``.
+    ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"cr"`` (bare ``\\r`` line ends, valid too),
+    ``"bom"`` (a byte order mark first, valid too), ``"linger"`` (keeps the stream open after ``[DONE]``, sending
+    comments), ``"deep"`` (an event nested 100,000 lists deep midway), ``"envelope"`` (200 with a JSON error
+    envelope instead of events), ``"500"``.
     """
 
     login: list[str] = field(default_factory=list)
@@ -190,6 +195,20 @@ class GPTalkServer:
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
+        if mode == "retry-after":
+            return web.json_response({"code": 429, "msg": "slow down", "data": None}, status=429,
+                                     headers={"Retry-After": "30"})
+        if mode == "redirect-loop":
+            raise web.HTTPTemporaryRedirect(request.path)
+        if mode == "deep":
+            return web.Response(text='{"code": 0, "data": {"token": ' + "[" * 100_000 + "]" * 100_000 + "}}",
+                                content_type="application/json")
+        if mode == "crlf-token":
+            return web.json_response({"code": 0, "data": {"token": "abc\r\nx-injected: 1", "expires_at": 2**31}})
+        if mode == "echo-auth":
+            return web.Response(status=400, text=f"bad request with authorization: {request.headers.get('authorization')}")
+        if mode in ("no-expiry", "bad-expiry"):
+            return None  # the login answers, with that flaw
         if mode.isdigit():
             return web.json_response({"code": int(mode), "msg": f"simulated HTTP {mode}", "data": None}, status=int(mode))
         if mode == "html":
@@ -200,16 +219,17 @@ class GPTalkServer:
             return web.json_response({"code": 401, "msg": "token expired, please log in again", "data": None})
         return web.json_response({"code": 0, "msg": "ok", "data": {}})  # "no-token"
 
-    async def _receive(self, step: str, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
-        """A JSON request counted for ``step``, and the fault to answer it with, if one is switched on."""
+    async def _receive(self, step: str, request: web.Request) -> tuple[dict[str, Any], str | None, web.Response | None]:
+        """A JSON request counted for ``step``, the fault mode picked for it, and the answer that fault makes."""
         body = await request.json()
         if self._reset_if_reused(step, request):
-            return body, web.Response()  # never sent: the connection is gone
+            return body, None, web.Response()  # never sent: the connection is gone
         self._seen(step, request, body)
-        return body, self._fault_response(self.faults.pick(step), request)
+        mode = self.faults.pick(step)
+        return body, mode, self._fault_response(mode, request)
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        body, fault = await self._receive("login", request)
+        body, mode, fault = await self._receive("login", request)
         if fault is not None:
             return fault
         if self.faults.login_delay:
@@ -219,10 +239,15 @@ class GPTalkServer:
         token = secrets.token_hex(16)
         expires_at = time.time() + self.token_ttl
         self._tokens[token] = [expires_at, 0]
-        return web.json_response({"code": 0, "msg": "ok", "data": {"token": token, "expires_at": int(expires_at)}})
+        data: dict[str, Any] = {"token": token, "expires_at": int(expires_at)}
+        if mode == "no-expiry":
+            del data["expires_at"]
+        elif mode == "bad-expiry":
+            data["expires_at"] = "soon"
+        return web.json_response({"code": 0, "msg": "ok", "data": data})
 
     async def _ask(self, request: web.Request) -> web.StreamResponse:
-        body, fault = await self._receive("ask", request)
+        body, _mode, fault = await self._receive("ask", request)
         if fault is not None:
             return fault
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
@@ -247,8 +272,12 @@ class GPTalkServer:
             return web.json_response({"code": 404, "msg": "unknown stream token", "data": None}, status=500 if job else 404)
         if mode is not None:
             self.stats["faults"] += 1
+        if mode == "envelope":
+            return web.json_response({"code": 10010, "msg": "the stream token has expired", "data": None})
         response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
         await response.prepare(request)
+        if mode == "bom":
+            await response.write(b"\xef\xbb\xbf")
         if self.faults.first_event_delay:
             await asyncio.sleep(self.faults.first_event_delay)
         self.first_event_at = time.time()  # benchmarks compare it with when the client saw its first delta
@@ -257,19 +286,21 @@ class GPTalkServer:
         middle = len(pieces) // 2
         for index in range(len(pieces)):
             content = reply[: (index + 1) * self.chunk_chars]
-            if index == middle and mode in ("cut", "stall", "bad-json", "non-string", "rewrite"):
+            if index == middle and mode in ("cut", "stall", "bad-json", "non-string", "rewrite", "deep"):
                 await self._misbehave(mode, request, response, content)
                 return response
             if self.before_event is not None:
                 await self.before_event(index)
-            await response.write(self._event(content, noisy=mode == "noise"))
+            event = self._event(content, noisy=mode == "noise")
+            await response.write(event.replace(b"\n", b"\r") if mode == "cr" else event)
         if mode == "no-done":
             await response.write_eof()
         elif mode == "linger":
             await response.write(b"data: [DONE]\n\n")
             await self._linger(response)
         else:  # [DONE] and the body's end in one write, so that a client stopping at [DONE] can keep the connection
-            await response.write_eof(b"data: [DONE]\r\n\r\n" if mode == "noise" else b"data: [DONE]\n\n")
+            done = {"noise": b"data: [DONE]\r\n\r\n", "cr": b"data: [DONE]\r\r"}.get(mode or "", b"data: [DONE]\n\n")
+            await response.write_eof(done)
         return response
 
     async def _linger(self, response: web.StreamResponse) -> None:
@@ -304,6 +335,8 @@ class GPTalkServer:
             await response.write(b"data: {not json\n\n")
         elif mode == "non-string":
             await response.write(b'data: {"content": 42}\n\n')
+        elif mode == "deep":
+            await response.write(b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n")
         else:  # rewrite
             await response.write(self._event("X" + content[1:]))
 
