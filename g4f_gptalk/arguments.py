@@ -45,9 +45,9 @@ def prompt_of(messages: Messages) -> str:
 
 
 def model_of(model: Any, default: str) -> str:
-    """``model``, or ``default`` for an empty one or ``"auto"``; it must be a string."""
-    if model is None or model in ("", "auto"):
-        return default
+    """``model`` as a string for the provider's ``get_model``: empty for none or ``"auto"`` (the default)."""
+    if model is None or model == "auto":
+        return ""
     if not isinstance(model, str):
         raise InvalidRequestError(f"GPTalk: model must be a string such as {default!r}, not {type(model).__name__}")
     return model

@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from g4f.errors import G4FError, MissingAuthError, RateLimitError, ResponseError
+from g4f.errors import CloudflareError, G4FError, MissingAuthError, RateLimitError, ResponseError
 from g4f.errors import TimeoutError as G4FTimeoutError
+from g4f.requests.raise_for_status import is_cloudflare
 
 EXCERPT_CHARS = 200
 
@@ -58,6 +59,9 @@ def shown(value: Any) -> str:
 
 def answer_data(step: str, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """The ``data`` object of a JSON answer to ``step``, or the error the answer amounts to."""
+    if body[:1] == b"<" and is_cloudflare(body.decode("utf-8", "replace")):
+        # a challenge in front of the service, whatever its status: not a rejected token, not GPTalk's words
+        raise CloudflareError(f"GPTalk {step}: HTTP {status}: a Cloudflare challenge page, not the service's answer")
     if not 200 <= status < 300:
         raise for_status(step, status, body, headers)
     try:

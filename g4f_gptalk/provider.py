@@ -81,7 +81,7 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin):
         ``timeout`` (seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
         stream (default: ``timeout``). ``proxy`` is an http(s) or socks URL.
         """
-        prompt, model = prompt_of(messages), model_of(model, cls.default_model)
+        prompt, model = prompt_of(messages), cls.get_model(model_of(model, cls.default_model))
         total = seconds("timeout", timeout, cls.timeout)
         call = _Call(service_url(cls.url), await pool.for_running_loop(), proxy, total,
                      seconds("stream_timeout", stream_timeout, total))
@@ -140,32 +140,33 @@ class _Call:
         # A stall bound no shorter than what is left adds nothing but a timer rescheduled at every read.
         return aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None)
 
-    @contextlib.asynccontextmanager
-    async def _request(self, step: str, method: str, path: str, **options: Any) -> AsyncIterator[aiohttp.ClientResponse]:
-        """One request's response; failures to get it become g4f errors naming ``step``."""
-        timeout = self._timeout(step)
-        try:
-            response = await pool.request(
-                self.session, method, self.base_url + path, proxy=self.proxy, timeout=timeout, **options)
-            async with response:
-                yield response
-        except TimeoutError as exc:
-            raise GPTalkTimeoutError(f"GPTalk {step}: no answer in time") from exc
-        except aiohttp.TooManyRedirects as exc:
-            raise ResponseError(f"GPTalk {step}: the service redirected {len(exc.history)} times in a row; "
-                                f"a redirect loop at {self.base_url}{path}?") from exc
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc, aiohttp.ClientSSLError) or exc.os_error.errno is None:
-                raise ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}") from exc
-            raise ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: "
-                                f"{os.strerror(exc.os_error.errno)}") from exc
-        except aiohttp.ClientError as exc:
-            raise ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}") from exc
+    async def _send(self, step: str, method: str, path: str, **options: Any) -> aiohttp.ClientResponse:
+        """One request's response, its headers read; the caller releases it (``async with response``)."""
+        return await pool.request(self.session, method, self.base_url + path, proxy=self.proxy,
+                                  timeout=self._timeout(step), **options)
+
+    def _failure(self, step: str, exc: Exception) -> G4FError:
+        """What a failed request, or the reading of its answer, is for the caller."""
+        if isinstance(exc, TimeoutError):
+            return GPTalkTimeoutError(f"GPTalk {step}: no answer in time")
+        if isinstance(exc, aiohttp.TooManyRedirects):
+            return ResponseError(f"GPTalk {step}: the service redirected {len(exc.history)} times in a row; "
+                                 f"a redirect loop at {exc.request_info.real_url}?")
+        if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError) \
+                and exc.os_error.errno is not None:
+            return ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: {os.strerror(exc.os_error.errno)}")
+        return ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}")
 
     async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None) -> dict[str, Any]:
         """POST ``payload`` and return the ``data`` of the JSON answer, or raise the matching g4f error."""
-        async with self._request(step, "POST", path, data=json.dumps(payload), headers=self._headers(token)) as response:
-            status, headers, body = response.status, response.headers, await response.read()
+        try:
+            response = await self._send(step, "POST", path, data=json.dumps(payload), headers=self._headers(token))
+            async with response:
+                status, headers, body = response.status, response.headers, await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if isinstance(exc, G4FError):
+                raise
+            raise self._failure(step, exc) from exc
         return answer_data(step, status, headers, body)
 
     async def login(self) -> Token:
@@ -221,22 +222,24 @@ class _Call:
         ``reply`` had arrived. The connection goes back to the pool only if its body has ended when the caller
         stops reading; otherwise it is closed (aiohttp's rule on release)."""
         try:
-            async with self._request("stream", "GET", "/api/chatgpt/chatapi/stream", params={"token": stream_token},
-                                     headers=self._headers()) as response:
+            response = await self._send("stream", "GET", "/api/chatgpt/chatapi/stream", params={"token": stream_token},
+                                        headers=self._headers())
+            async with response:
                 if response.status != 200:
                     answer_data("stream", response.status, response.headers, await response.read())
                 yield response.content.iter_any()
-        except GPTalkTimeoutError as exc:
+        except TimeoutError as exc:
+            if isinstance(exc, G4FError):
+                raise
             # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
             ran_out = time.monotonic() >= self.deadline - 0.05
             cause = "the call's timeout ran out" if ran_out else f"no data for {self.stall:g}s"
             raise GPTalkTimeoutError(
-                f"GPTalk stream: {cause}; the reply is incomplete after {len(reply.text)} characters"
-            ) from exc.__cause__
-        except ResponseError as exc:
-            if isinstance(exc.__cause__, aiohttp.ClientError) and not isinstance(exc.__cause__, aiohttp.TooManyRedirects):
-                raise reply.incomplete(f"the connection failed ({exc.__cause__})") from exc.__cause__
-            raise
+                f"GPTalk stream: {cause}; the reply is incomplete after {len(reply.text)} characters") from exc
+        except aiohttp.ClientError as exc:
+            if reply.text or isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+                raise reply.incomplete(f"the connection failed ({exc})") from exc
+            raise self._failure("stream", exc) from exc
 
 
 async def check_login(base_url: str, timeout: float = 15.0) -> None:

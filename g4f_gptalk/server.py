@@ -41,8 +41,9 @@ def echo_reply(prompt: str) -> str:
 class Faults:
     """Misbehaviour to switch on. Each step names the modes to pick from; each request misbehaves with ``rate``.
 
-    login/ask modes: ``"429"``, ``"500"``, ``"401"``, ``"403"`` (that status), ``"html"`` (a challenge page),
-    ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"`` (``{"code": 401, ...}``), ``"no-token"``, ``"drop"``
+    login/ask modes: ``"429"``, ``"500"``, ``"401"``, ``"403"`` (that status), ``"html"`` (a web page),
+    ``"cloudflare"`` (a 403 Cloudflare challenge page),
+    ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"`` (``{"code": 401, ...}``), ``"auth-code-10401"``, ``"no-token"``, ``"drop"``
     (the connection is closed unanswered, after the request was counted), ``"retry-after"`` (429 asking to wait
     30 s), ``"redirect-loop"`` (307 to itself), ``"deep"`` (a token nested 100,000 lists deep), ``"crlf-token"``
     (a token with a line break), ``"echo-auth"`` (400 quoting the request's authorization); login only:
@@ -212,11 +213,16 @@ class GPTalkServer:
         if mode.isdigit():
             return web.json_response({"code": int(mode), "msg": f"simulated HTTP {mode}", "data": None}, status=int(mode))
         if mode == "html":
-            return web.Response(text="<!DOCTYPE html><html><title>Just a moment...</title></html>", content_type="text/html")
+            return web.Response(text="<!DOCTYPE html><html><title>Down for maintenance</title></html>",
+                                content_type="text/html")
+        if mode == "cloudflare":
+            return web.Response(text="<!DOCTYPE html><html><title>Just a moment...</title></html>", status=403,
+                                content_type="text/html")
         if mode == "code":
             return web.json_response({"code": 10001, "msg": "fingerprint banned", "data": None})
-        if mode == "auth-code":
-            return web.json_response({"code": 401, "msg": "token expired, please log in again", "data": None})
+        if mode in ("auth-code", "auth-code-10401"):
+            code = 401 if mode == "auth-code" else 10401
+            return web.json_response({"code": code, "msg": "token expired, please log in again", "data": None})
         return web.json_response({"code": 0, "msg": "ok", "data": {}})  # "no-token"
 
     async def _receive(self, step: str, request: web.Request) -> tuple[dict[str, Any], str | None, web.Response | None]:

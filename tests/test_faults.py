@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from g4f.errors import MissingAuthError, RateLimitError, ResponseError
+from g4f.errors import CloudflareError, MissingAuthError, RateLimitError, ResponseError
 from g4f.errors import TimeoutError as G4FTimeoutError
 
 import g4f_gptalk
@@ -37,8 +37,10 @@ def fail(**options):
         ("ask", "429", RateLimitError, "GPTalk ask: HTTP 429"),
         ("login", "500", ResponseError, "GPTalk login: HTTP 500: {\"code\": 500"),
         ("ask", "500", ResponseError, "GPTalk ask: HTTP 500"),
-        ("login", "html", ResponseError, "GPTalk login: expected JSON, got: <!DOCTYPE html><html><title>Just a moment..."),
+        ("login", "html", ResponseError, "GPTalk login: expected JSON, got: <!DOCTYPE html><html><title>Down for"),
         ("ask", "html", ResponseError, "GPTalk ask: expected JSON"),
+        ("login", "cloudflare", CloudflareError, "GPTalk login: HTTP 403: a Cloudflare challenge page, not the"),
+        ("ask", "cloudflare", CloudflareError, "GPTalk ask: HTTP 403: a Cloudflare challenge page, not the"),
         ("login", "code", ResponseError, "GPTalk login: service error 10001: fingerprint banned"),
         ("ask", "code", ResponseError, "GPTalk ask: service error 10001: fingerprint banned"),
         ("login", "no-token", ResponseError, "GPTalk login: the answer has no 'data.token': 'data' is {}"),
@@ -54,9 +56,10 @@ def test_a_failing_login_or_ask_raises_a_g4f_error_naming_the_step_and_the_serve
     assert type(error) is error_type or isinstance(error, error_type)
     assert words in str(error)
     assert text == "" and server.stats["streams"] == 0
+    assert server.stats["logins"] == 1  # a challenge or an error is not a rejected token: no second login
 
 
-@pytest.mark.parametrize("mode", ["401", "403", "auth-code"])
+@pytest.mark.parametrize("mode", ["401", "403", "auth-code", "auth-code-10401"])
 def test_a_rejected_token_is_dropped_and_the_ask_retried_once_with_a_fresh_login(server, mode):
     server.faults = Faults(ask=[mode], times=1)
     assert "".join(chat()) == REPLY

@@ -12,6 +12,7 @@ import time
 
 import g4f
 import pytest
+from g4f.errors import ModelNotFoundError
 from g4f.Provider.helper import format_prompt
 
 from g4f_gptalk import GPTalk, auth, pool
@@ -120,14 +121,23 @@ def test_the_service_url_setting_wins_at_each_call(start_server, monkeypatch):
     assert (first.stats["asks"], second.stats["asks"]) == (1, 1)
 
 
-def test_an_empty_model_means_the_default_and_others_pass_through(server):
-    async def ask_with(models: list[str]) -> None:
+def test_an_empty_or_auto_model_means_the_default_and_an_unknown_one_is_what_g4fs_get_model_makes_it(server):
+    async def ask_with(models: list[str | None]) -> None:
         for model in models:
-            async for _ in GPTalk.create_async_generator(model, HELLO):
+            async for _ in GPTalk.create_async_generator(model, HELLO):  # type: ignore[arg-type]
                 pass
 
-    asyncio.run(ask_with(["", "gpt-4"]))
-    assert [body["model"] for step, _, body in server.requests if step == "ask"] == ["gpt-3.5-turbo", "gpt-4"]
+    asyncio.run(ask_with(["", None, "auto", "gpt-3.5-turbo"]))
+    assert [body["model"] for step, _, body in server.requests if step == "ask"] == ["gpt-3.5-turbo"] * 4
+    try:  # g4f 6.x refuses a model a provider does not list; 7.x and 8.x pass it on
+        g4f_says = GPTalk.get_model("gpt-4")
+    except ModelNotFoundError:
+        with pytest.raises(ModelNotFoundError, match="gpt-4"):
+            asyncio.run(ask_with(["gpt-4"]))
+        assert server.stats["asks"] == 4
+    else:
+        asyncio.run(ask_with(["gpt-4"]))
+        assert server.requests[-2][2]["model"] == g4f_says == "gpt-4"
 
 
 def test_chat_completion_create_sync_streams_and_joins(server):
