@@ -65,11 +65,12 @@ def seconds(name: str, value: Any, default: float) -> float:
 def service_url(default: str) -> str:
     """The service address: ``G4F_GPTALK_URL`` if set, else ``default``; must be an http(s) URL."""
     configured = os.environ.get(URL_ENV)
-    return _checked_url(configured, URL_ENV) if configured else _checked_url(default, "GPTalk.url")
+    return checked_url(configured, URL_ENV) if configured else checked_url(default, "GPTalk.url")
 
 
 @functools.lru_cache(maxsize=16)
-def _checked_url(raw: str, setting: str) -> str:
+def checked_url(raw: str, setting: str) -> str:
+    """``raw`` as a service address without a trailing slash; ``setting`` names it if it is not an http(s) URL."""
     try:
         url = URL(raw)
     except (TypeError, ValueError):

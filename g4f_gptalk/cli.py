@@ -2,7 +2,7 @@
 
     g4f-gptalk chat "Hello" [--url URL]   stream GPTalk's reply through g4f
     g4f-gptalk demo ["Hello"]             the same against a local GPTalk server (or G4F_GPTALK_URL, if set)
-    g4f-gptalk serve [--port N]           run a local GPTalk server on 127.0.0.1
+    g4f-gptalk serve [--port N]           run a local GPTalk server on 127.0.0.1 (--host H --public for others)
     g4f-gptalk doctor [--url URL]         which of g4f's ways to pick a provider see GPTalk; does the URL log in
 """
 
@@ -17,10 +17,30 @@ from collections.abc import Callable, Sequence
 from g4f import debug
 from g4f.errors import G4FError
 
-from .arguments import URL_ENV
+from . import __version__
+from .arguments import URL_ENV, checked_url
+from .errors import InvalidRequestError
 from .provider import GPTalk
 
 DEFAULT_PROMPT = "Hello, GPTalk! Say something in a few languages."
+
+
+class _Output:
+    """stdout, remembering whether its last line is unfinished (so that what follows starts on a new one)."""
+
+    mid_line = False
+
+    @classmethod
+    def write(cls, text: str) -> None:
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            cls.mid_line = not text.endswith("\n")
+
+    @classmethod
+    def end_line(cls) -> None:
+        if cls.mid_line:
+            cls.write("\n")
 
 
 def chat(prompt: str, model: str, timeout: float | None) -> None:
@@ -30,9 +50,8 @@ def chat(prompt: str, model: str, timeout: float | None) -> None:
     messages = [{"role": "user", "content": prompt}]
     for chunk in g4f.ChatCompletion.create(model, messages, provider=GPTalk, stream=True, timeout=timeout):
         if isinstance(chunk, str):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
-    sys.stdout.write("\n")
+            _Output.write(chunk)
+    _Output.write("\n")
 
 
 def demo(prompt: str, model: str, timeout: float | None) -> None:
@@ -48,9 +67,11 @@ def demo(prompt: str, model: str, timeout: float | None) -> None:
         chat(prompt, model, timeout)
 
 
-def serve(port: int, host: str) -> None:
+def serve(port: int, host: str, public: bool) -> None:
     from .server import serve_forever
 
+    if not public and host not in ("127.0.0.1", "localhost", "::1"):
+        raise InvalidRequestError(f"--host {host} would serve beyond this machine; add --public to mean it")
     def ready(url: str) -> None:
         print(f"GPTalk server listening on {url}", flush=True)
 
@@ -71,41 +92,49 @@ def doctor() -> bool:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="g4f-gptalk", description="GPTalk provider for g4f")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    root = argparse.ArgumentParser(prog="g4f-gptalk", description="GPTalk provider for g4f", formatter_class=formatter)
+    root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
     for name, help_text in (("chat", "stream a reply through g4f"), ("demo", "chat against a local GPTalk server")):
-        command = commands.add_parser(name, help=help_text)
-        command.add_argument("prompt", nargs="?" if name == "demo" else None, default=DEFAULT_PROMPT)
-        command.add_argument("--model", default=GPTalk.default_model)
-        command.add_argument("--timeout", type=float, default=None, help="seconds for the whole reply")
+        command = commands.add_parser(name, help=help_text, formatter_class=formatter)
+        command.add_argument("prompt", nargs="?" if name == "demo" else None, default=DEFAULT_PROMPT, help="what to say")
+        command.add_argument("--model", default=GPTalk.default_model, help="model name")
+        command.add_argument("--timeout", type=float, default=GPTalk.timeout, help="seconds for the whole reply")
         if name == "chat":
-            command.add_argument("--url", help=f"service address (default: ${URL_ENV} or {GPTalk.url})")
-    serve_command = commands.add_parser("serve", help="run a local GPTalk server")
-    serve_command.add_argument("--port", type=int, default=8765)
-    serve_command.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    doctor_command = commands.add_parser("doctor", help="check that g4f finds GPTalk and the service answers")
-    doctor_command.add_argument("--url", help=f"service address (default: ${URL_ENV} or {GPTalk.url})")
+            command.add_argument("--url", default=argparse.SUPPRESS,
+                                 help=f"service address (default: ${URL_ENV}, else {GPTalk.url})")
+    serve_command = commands.add_parser("serve", help="run a local GPTalk server", formatter_class=formatter)
+    serve_command.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
+    serve_command.add_argument("--host", default="127.0.0.1", help="address to bind")
+    serve_command.add_argument("--public", action="store_true",
+                               help="allow a --host beyond loopback (the /_local/ control endpoints stay loopback-only)")
+    doctor_command = commands.add_parser("doctor", help="check that g4f finds GPTalk and the service answers",
+                                         formatter_class=formatter)
+    doctor_command.add_argument("--url", default=argparse.SUPPRESS,
+                                help=f"service address (default: ${URL_ENV}, else {GPTalk.url})")
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     debug.version_check = False  # g4f's update notice would land in the middle of our output on stdout
-    if getattr(args, "url", None):
-        os.environ[URL_ENV] = args.url
     actions: dict[str, Callable[[], object]] = {
         "chat": lambda: chat(args.prompt, args.model, args.timeout),
         "demo": lambda: demo(args.prompt, args.model, args.timeout),
-        "serve": lambda: serve(args.port, args.host),
+        "serve": lambda: serve(args.port, args.host, args.public),
         "doctor": doctor,
     }
     try:
+        if getattr(args, "url", None):
+            os.environ[URL_ENV] = checked_url(args.url, "--url")
         result = actions[args.command]()
     except (G4FError, ValueError, OSError) as exc:
-        sys.stdout.flush()
-        print(f"\ng4f-gptalk: error: {exc}", file=sys.stderr)
+        _Output.end_line()
+        print(f"g4f-gptalk: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _Output.end_line()
         return 130
     return 1 if result is False else 0
 

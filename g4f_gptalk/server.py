@@ -5,14 +5,14 @@ HTTP 401), an ask returns a stream token, and the stream sends a deterministic r
 server-sent events of cumulative ``content``. It counts what clients did (``stats``) and can misbehave on demand
 (``Faults``), so that tests assert on the wire. Use it as ``async with GPTalkServer() as server:`` in a loop, as
 ``with ServerThread() as server:`` from sync code, or as ``g4f-gptalk serve``; ``/_local/stats``,
-``/_local/reset`` and ``/_local/faults`` control a server running in another process.
+``/_local/reset`` and ``/_local/faults`` control a server running in another process, for loopback clients only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
-import random
 import re
 import secrets
 import ssl
@@ -21,10 +21,13 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+
+from . import faults
+from .faults import Faults
 
 LOGIN_PATH = "/api/chatgpt/user/login"
 ASK_PATH = "/api/chatgpt/chatapi/text"
@@ -35,51 +38,6 @@ FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 def echo_reply(prompt: str) -> str:
     """The default reply: the prompt, framed by text in several scripts so that clients must handle UTF-8."""
     return f"GPTalk heard: «{prompt}» — Grüße, 你好, привет 🌍!"
-
-
-@dataclass
-class Faults:
-    """Misbehaviour to switch on. Each step names the modes to pick from; each request misbehaves with ``rate``.
-
-    login/ask modes: ``"429"``, ``"500"``, ``"401"``, ``"403"`` (that status), ``"html"`` (a web page),
-    ``"cloudflare"`` (a 403 Cloudflare challenge page),
-    ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"`` (``{"code": 401, ...}``), ``"auth-code-10401"``, ``"no-token"``, ``"drop"``
-    (the connection is closed unanswered, after the request was counted), ``"retry-after"`` (429 asking to wait
-    30 s), ``"redirect-loop"`` (307 to itself), ``"deep"`` (a token nested 100,000 lists deep), ``"crlf-token"``
-    (a token with a line break), ``"echo-auth"`` (400 quoting the request's authorization); login only:
-    ``"no-expiry"``, ``"bad-expiry"`` (a working token without a readable ``expires_at``).
-    stream modes: ``"cut"`` (connection dropped midway), ``"no-done"``, ``"bad-json"``, ``"non-string"``,
-    ``"stall"`` (stops sending midway), ``"rewrite"`` (changes sent text), ``"noise"`` (SSE comments, ``event:``/
-    ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"cr"`` (bare ``\\r`` line ends, valid too),
-    ``"bom"`` (a byte order mark first, valid too), ``"linger"`` (keeps the stream open after ``[DONE]``, sending
-    comments), ``"deep"`` (an event nested 100,000 lists deep midway), ``"envelope"`` (200 with a JSON error
-    envelope instead of events), ``"500"``.
-    """
-
-    login: list[str] = field(default_factory=list)
-    ask: list[str] = field(default_factory=list)
-    stream: list[str] = field(default_factory=list)
-    rate: float = 1.0
-    times: int | None = None
-    """How many requests may misbehave in all; None for no limit."""
-    first_event_delay: float = 0.0
-    login_delay: float = 0.0
-    """Seconds each login waits before it is answered."""
-    reset_reused: list[str] = field(default_factory=list)
-    """Steps whose next request on a reused keep-alive connection is met by closing that connection, unanswered and
-    uncounted, as a server does that closed an idle connection just as the client sent on it; one entry a request."""
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)
-
-    def pick(self, step: str) -> str | None:
-        modes: list[str] = getattr(self, step)
-        if not modes or self.times == 0 or self._random.random() >= self.rate:
-            return None
-        if self.times is not None:
-            self.times -= 1
-        return self._random.choice(modes)
 
 
 class GPTalkServer:
@@ -133,7 +91,7 @@ class GPTalkServer:
         return sum(1 for handler in handlers if handler.transport is not None and not handler.transport.is_closing())
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._loopback_only])
         app.router.add_post(LOGIN_PATH, self._login)
         app.router.add_post(ASK_PATH, self._ask)
         app.router.add_get(STREAM_PATH, self._stream)
@@ -188,43 +146,6 @@ class GPTalkServer:
         transport.abort()
         return True
 
-    def _fault_response(self, mode: str | None, request: web.Request) -> web.Response | None:
-        if mode is None:
-            return None
-        self.stats["faults"] += 1
-        if mode == "drop":
-            assert request.transport is not None
-            request.transport.abort()
-            return web.Response()
-        if mode == "retry-after":
-            return web.json_response({"code": 429, "msg": "slow down", "data": None}, status=429,
-                                     headers={"Retry-After": "30"})
-        if mode == "redirect-loop":
-            raise web.HTTPTemporaryRedirect(request.path)
-        if mode == "deep":
-            return web.Response(text='{"code": 0, "data": {"token": ' + "[" * 100_000 + "]" * 100_000 + "}}",
-                                content_type="application/json")
-        if mode == "crlf-token":
-            return web.json_response({"code": 0, "data": {"token": "abc\r\nx-injected: 1", "expires_at": 2**31}})
-        if mode == "echo-auth":
-            return web.Response(status=400, text=f"bad request with authorization: {request.headers.get('authorization')}")
-        if mode in ("no-expiry", "bad-expiry"):
-            return None  # the login answers, with that flaw
-        if mode.isdigit():
-            return web.json_response({"code": int(mode), "msg": f"simulated HTTP {mode}", "data": None}, status=int(mode))
-        if mode == "html":
-            return web.Response(text="<!DOCTYPE html><html><title>Down for maintenance</title></html>",
-                                content_type="text/html")
-        if mode == "cloudflare":
-            return web.Response(text="<!DOCTYPE html><html><title>Just a moment...</title></html>", status=403,
-                                content_type="text/html")
-        if mode == "code":
-            return web.json_response({"code": 10001, "msg": "fingerprint banned", "data": None})
-        if mode in ("auth-code", "auth-code-10401"):
-            code = 401 if mode == "auth-code" else 10401
-            return web.json_response({"code": code, "msg": "token expired, please log in again", "data": None})
-        return web.json_response({"code": 0, "msg": "ok", "data": {}})  # "no-token"
-
     async def _receive(self, step: str, request: web.Request) -> tuple[dict[str, Any], str | None, web.Response | None]:
         """A JSON request counted for ``step``, the fault mode picked for it, and the answer that fault makes."""
         body = await request.json()
@@ -232,7 +153,10 @@ class GPTalkServer:
             return body, None, web.Response()  # never sent: the connection is gone
         self._seen(step, request, body)
         mode = self.faults.pick(step)
-        return body, mode, self._fault_response(mode, request)
+        if mode is None:
+            return body, None, None
+        self.stats["faults"] += 1
+        return body, mode, faults.answer(mode, request)
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
         body, mode, fault = await self._receive("login", request)
@@ -293,7 +217,7 @@ class GPTalkServer:
         for index in range(len(pieces)):
             content = reply[: (index + 1) * self.chunk_chars]
             if index == middle and mode in ("cut", "stall", "bad-json", "non-string", "rewrite", "deep"):
-                await self._misbehave(mode, request, response, content)
+                await faults.break_stream(mode, request, response, content, self._event, self._closing)
                 return response
             if self.before_event is not None:
                 await self.before_event(index)
@@ -303,23 +227,12 @@ class GPTalkServer:
             await response.write_eof()
         elif mode == "linger":
             await response.write(b"data: [DONE]\n\n")
-            await self._linger(response)
+            if await faults.linger(response, self._closing):
+                self.stats["lingers_ended_by_client"] += 1
         else:  # [DONE] and the body's end in one write, so that a client stopping at [DONE] can keep the connection
             done = {"noise": b"data: [DONE]\r\n\r\n", "cr": b"data: [DONE]\r\r"}.get(mode or "", b"data: [DONE]\n\n")
             await response.write_eof(done)
         return response
-
-    async def _linger(self, response: web.StreamResponse) -> None:
-        """Keep a finished stream open with comments until the client hangs up (60 s at most)."""
-        for _ in range(600):
-            if self._closing.is_set():
-                return
-            try:
-                await response.write(b": ping\n\n")
-            except (ConnectionError, RuntimeError):
-                self.stats["lingers_ended_by_client"] += 1
-                return
-            await asyncio.sleep(0.1)
 
     @staticmethod
     def _event(content: str, noisy: bool = False) -> bytes:
@@ -328,25 +241,14 @@ class GPTalkServer:
             return b": keep-alive\r\nevent: message\r\nid: 7\r\nretry: 1000\r\ndata: " + data + b"\r\n\r\n"
         return b"data: " + data + b"\n\n"
 
-    async def _misbehave(self, mode: str, request: web.Request, response: web.StreamResponse, content: str) -> None:
-        if mode == "cut":
-            assert request.transport is not None
-            request.transport.close()
-        elif mode == "stall":
-            try:
-                await asyncio.wait_for(self._closing.wait(), timeout=60)
-            except TimeoutError:
-                pass
-        elif mode == "bad-json":
-            await response.write(b"data: {not json\n\n")
-        elif mode == "non-string":
-            await response.write(b'data: {"content": 42}\n\n')
-        elif mode == "deep":
-            await response.write(b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n")
-        else:  # rewrite
-            await response.write(self._event("X" + content[1:]))
+    # -- control, for a server in another process, from this machine only ------------------------------------------
 
-    # -- control, for a server in another process -----------------------------------------------------------------
+    @web.middleware
+    async def _loopback_only(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                             ) -> web.StreamResponse:
+        if request.path.startswith("/_local/") and not _is_loopback(request.remote):
+            raise web.HTTPForbidden(text="the /_local/ control endpoints answer loopback clients only")
+        return await handler(request)
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -359,6 +261,13 @@ class GPTalkServer:
     async def _post_faults(self, request: web.Request) -> web.Response:
         self.faults = Faults(**await request.json())
         return web.json_response(asdict(self.faults))
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 class ServerThread:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-from g4f_gptalk.server import echo_reply
+from g4f_gptalk.server import Faults, echo_reply
 
 
 def g4f_gptalk(*args: str) -> subprocess.CompletedProcess[str]:
@@ -43,16 +44,49 @@ def test_the_console_script_is_installed(server):
 def test_an_unreachable_service_is_one_line_and_exit_1():
     result = g4f_gptalk("chat", "Hello", "--url", "http://127.0.0.1:9", "--timeout", "10")
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "", "g4f-gptalk: error: GPTalk login: cannot connect to http://127.0.0.1:9: Connection refused"]
+    assert result.stderr == "g4f-gptalk: error: GPTalk login: cannot connect to http://127.0.0.1:9: Connection refused\n"
     assert "Traceback" not in result.stderr
 
 
-def test_a_bad_url_is_one_line_naming_the_setting_and_exit_1():
+def test_a_bad_url_is_one_line_naming_the_option_and_exit_1():
     result = g4f_gptalk("chat", "Hello", "--url", "ftp://example.com")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (
-        "g4f-gptalk: error: GPTalk: G4F_GPTALK_URL='ftp://example.com' is not an http(s) URL such as https://gptalk.net")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "g4f-gptalk: error: GPTalk: --url='ftp://example.com' is not an http(s) URL such as https://gptalk.net\n")
+
+
+def test_version_and_every_options_default_are_shown():
+    from g4f_gptalk import __version__
+
+    assert g4f_gptalk("--version").stdout == f"g4f-gptalk {__version__}\n"
+    chat_help = " ".join(g4f_gptalk("chat", "--help").stdout.split())
+    assert "--model MODEL model name (default: gpt-3.5-turbo)" in chat_help
+    assert "--timeout TIMEOUT seconds for the whole reply (default: 120.0)" in chat_help
+    assert "--url URL service address (default: $G4F_GPTALK_URL, else https://gptalk.net)" in chat_help
+    assert "--port PORT port to listen on; 0 picks a free one (default: 8765)" in " ".join(
+        g4f_gptalk("serve", "--help").stdout.split())
+
+
+def test_serve_beyond_loopback_needs_public():
+    result = g4f_gptalk("serve", "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr == "g4f-gptalk: error: --host 0.0.0.0 would serve beyond this machine; add --public to mean it\n"
+
+
+def test_ctrl_c_mid_stream_ends_the_partial_line_and_exits_130(server):
+    server.faults = Faults(stream=["stall"])
+    process = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "chat", "Hello", "--url", server.url],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.read(5)  # the reply has begun (then it stalls); unbuffered, nothing else is read
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    text = (first + out).decode()
+    assert process.returncode == 130 and err == b""
+    assert text.endswith("\n") and echo_reply("Hello").startswith(text[:-1])
 
 
 def test_serve_prints_its_url_and_answers():
@@ -72,3 +106,13 @@ def test_serve_prints_its_url_and_answers():
         process.wait(timeout=10)
         if process.stdout:
             process.stdout.close()
+
+
+def test_the_control_endpoints_answer_loopback_clients_only(server):
+    from g4f_gptalk.server import _is_loopback
+
+    with urllib.request.urlopen(server.url + "/_local/stats", timeout=10) as response:
+        assert response.status == 200  # this test talks over loopback
+    assert [_is_loopback(address) for address in ("127.0.0.1", "127.8.0.1", "::1")] == [True] * 3
+    assert [_is_loopback(address) for address in ("10.0.0.5", "192.168.1.2", "8.8.8.8", "fe80::1", None, "x")] \
+        == [False] * 6

@@ -1,0 +1,125 @@
+"""What the local GPTalk server can do wrong on demand (``Faults``), for tests of how clients cope."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to switch on. Each step names the modes to pick from; each request misbehaves with ``rate``.
+
+    login/ask modes: ``"429"``, ``"500"``, ``"401"``, ``"403"`` (that status), ``"html"`` (a web page),
+    ``"cloudflare"`` (a 403 Cloudflare challenge page), ``"code"`` (``{"code": 10001, ...}``), ``"auth-code"``
+    (``{"code": 401, ...}``), ``"auth-code-10401"``, ``"no-token"``, ``"drop"`` (the connection is closed
+    unanswered, after the request was counted), ``"retry-after"`` (429 asking to wait
+    30 s), ``"redirect-loop"`` (307 to itself), ``"deep"`` (a token nested 100,000 lists deep), ``"crlf-token"``
+    (a token with a line break), ``"echo-auth"`` (400 quoting the request's authorization); login only:
+    ``"no-expiry"``, ``"bad-expiry"`` (a working token without a readable ``expires_at``).
+    stream modes: ``"cut"`` (connection dropped midway), ``"no-done"``, ``"bad-json"``, ``"non-string"``,
+    ``"stall"`` (stops sending midway), ``"rewrite"`` (changes sent text), ``"noise"`` (SSE comments, ``event:``/
+    ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"cr"`` (bare ``\\r`` line ends, valid too),
+    ``"bom"`` (a byte order mark first, valid too), ``"linger"`` (keeps the stream open after ``[DONE]``, sending
+    comments), ``"deep"`` (an event nested 100,000 lists deep midway), ``"envelope"`` (200 with a JSON error
+    envelope instead of events), ``"500"``.
+    """
+
+    login: list[str] = field(default_factory=list)
+    ask: list[str] = field(default_factory=list)
+    stream: list[str] = field(default_factory=list)
+    rate: float = 1.0
+    times: int | None = None
+    """How many requests may misbehave in all; None for no limit."""
+    first_event_delay: float = 0.0
+    login_delay: float = 0.0
+    """Seconds each login waits before it is answered."""
+    reset_reused: list[str] = field(default_factory=list)
+    """Steps whose next request on a reused keep-alive connection is met by closing that connection, unanswered and
+    uncounted, as a server does that closed an idle connection just as the client sent on it; one entry a request."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def pick(self, step: str) -> str | None:
+        modes: list[str] = getattr(self, step)
+        if not modes or self.times == 0 or self._random.random() >= self.rate:
+            return None
+        if self.times is not None:
+            self.times -= 1
+        return self._random.choice(modes)
+
+
+def answer(mode: str, request: web.Request) -> web.Response | None:
+    """The answer a login or ask gets in fault ``mode``; None for a mode the step itself applies."""
+    if mode == "drop":
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+    if mode == "retry-after":
+        return web.json_response({"code": 429, "msg": "slow down", "data": None}, status=429,
+                                 headers={"Retry-After": "30"})
+    if mode == "redirect-loop":
+        raise web.HTTPTemporaryRedirect(request.path)
+    if mode == "deep":
+        return web.Response(text='{"code": 0, "data": {"token": ' + "[" * 100_000 + "]" * 100_000 + "}}",
+                            content_type="application/json")
+    if mode == "crlf-token":
+        return web.json_response({"code": 0, "data": {"token": "abc\r\nx-injected: 1", "expires_at": 2**31}})
+    if mode == "echo-auth":
+        return web.Response(status=400, text=f"bad request with authorization: {request.headers.get('authorization')}")
+    if mode in ("no-expiry", "bad-expiry"):
+        return None  # the login answers, with that flaw
+    if mode.isdigit():
+        return web.json_response({"code": int(mode), "msg": f"simulated HTTP {mode}", "data": None}, status=int(mode))
+    if mode == "html":
+        return web.Response(text="<!DOCTYPE html><html><title>Down for maintenance</title></html>",
+                            content_type="text/html")
+    if mode == "cloudflare":
+        return web.Response(text="<!DOCTYPE html><html><title>Just a moment...</title></html>", status=403,
+                            content_type="text/html")
+    if mode == "code":
+        return web.json_response({"code": 10001, "msg": "fingerprint banned", "data": None})
+    if mode in ("auth-code", "auth-code-10401"):
+        code = 401 if mode == "auth-code" else 10401
+        return web.json_response({"code": code, "msg": "token expired, please log in again", "data": None})
+    return web.json_response({"code": 0, "msg": "ok", "data": {}})  # "no-token"
+
+
+async def break_stream(mode: str, request: web.Request, response: web.StreamResponse, content: str,
+                       event_of: Callable[[str], bytes], closing: asyncio.Event) -> None:
+    """Misbehave midway through a stream, in fault ``mode``, where the next event would carry ``content``."""
+    if mode == "cut":
+        assert request.transport is not None
+        request.transport.close()
+    elif mode == "stall":
+        try:
+            await asyncio.wait_for(closing.wait(), timeout=60)
+        except TimeoutError:
+            pass
+    elif mode == "bad-json":
+        await response.write(b"data: {not json\n\n")
+    elif mode == "non-string":
+        await response.write(b'data: {"content": 42}\n\n')
+    elif mode == "deep":
+        await response.write(b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n")
+    else:  # rewrite
+        await response.write(event_of("X" + content[1:]))
+
+
+async def linger(response: web.StreamResponse, closing: asyncio.Event) -> bool:
+    """Keep a finished stream open with comments until the client hangs up (60 s at most); whether it did."""
+    for _ in range(600):
+        if closing.is_set():
+            return False
+        try:
+            await response.write(b": ping\n\n")
+        except (ConnectionError, RuntimeError):
+            return True
+        await asyncio.sleep(0.1)
+    return False
