@@ -23,7 +23,8 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 @pytest.fixture(scope="session")
 def g4f_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Cache and config directories that let g4f start offline (see DEVELOPERS.md)."""
+    """Cache and config directories that let g4f start offline: g4f reads its provider list from today's folder
+    instead of downloading it (the README's offline recipe for ``g4f api``)."""
     root = tmp_path_factory.mktemp("g4f")
     models = root / "cache" / ".models" / datetime.date.today().isoformat()
     models.mkdir(parents=True)
