@@ -1,15 +1,35 @@
-"""What ``g4f-gptalk doctor`` checks: every way g4f picks a provider finds GPTalk, and the service logs in."""
+"""What ``g4f-gptalk doctor`` checks: every way g4f picks a provider finds GPTalk, and the service logs in.
+
+Each check returns what it found, raises ``CheckFailed`` saying what is wrong, or ``G4FProblem`` for a problem of
+g4f's own that leaves GPTalk usable (such as g4f failing to download its provider list while offline).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import subprocess
 import sys
 from collections.abc import Callable
 
 from .provider import GPTalk
 
-Result = tuple[bool, str, str]
+Result = tuple[str, str, str]
+"""(``"ok"``, ``"warn"`` or ``"FAIL"``, the check's name, what it found)."""
+
+
+class CheckFailed(Exception):
+    """A check found GPTalk missing or broken."""
+
+
+class G4FProblem(Exception):
+    """A problem that is g4f's own: GPTalk itself checked out."""
+
+
+def require(condition: object, problem: str) -> None:
+    """Raise ``CheckFailed(problem)`` unless ``condition`` (an ``assert`` that ``python -O`` keeps)."""
+    if not condition:
+        raise CheckFailed(problem)
 
 _FRESH_INTERPRETER = (
     "import sys, g4f.Provider as P\n"
@@ -21,40 +41,56 @@ _FRESH_INTERPRETER = (
 def autoload() -> str:
     import _g4f_gptalk_autoload
 
-    if not _g4f_gptalk_autoload.enabled():
-        raise AssertionError("G4F_GPTALK_AUTOLOAD turns the start-up hook off")
+    require(_g4f_gptalk_autoload.enabled(), "G4F_GPTALK_AUTOLOAD turns the start-up hook off")
     out = subprocess.run([sys.executable, "-c", _FRESH_INTERPRETER], capture_output=True, text=True)
     module = out.stdout.split()[0] if out.stdout.split() else out.stderr.strip()[-200:]
-    assert module == "g4f_gptalk.provider", f"a fresh `import g4f` does not see GPTalk ({module})"
+    require(module == "g4f_gptalk.provider", f"a fresh `import g4f` does not see GPTalk ({module})")
     return "a fresh interpreter that imports only g4f finds GPTalk"
 
 
 def registry() -> str:
     import g4f.Provider as providers
 
-    assert providers.ProviderUtils.convert.get("GPTalk") is GPTalk, "missing from ProviderUtils.convert"
-    assert getattr(providers, "GPTalk", None) is GPTalk, "g4f.Provider.GPTalk is missing"
+    require(providers.ProviderUtils.convert.get("GPTalk") is GPTalk, "missing from ProviderUtils.convert")
+    require(getattr(providers, "GPTalk", None) is GPTalk, "g4f.Provider.GPTalk is missing")
     return "ProviderUtils.convert, g4f.Provider.GPTalk"
 
 
 def provider_list() -> str:
     import g4f.Provider as providers
 
+    names = _registered_names(providers)
+    require("GPTalk" in names, "missing from g4f's provider names")
     try:
-        every = providers.__providers__  # g4f 8 imports all its providers here; some need the internet
+        every = providers.__providers__  # g4f 8 imports all its providers here, and one downloads a list
     except Exception as exc:
-        raise AssertionError(f"g4f could not build g4f.Provider.__providers__: {exc}") from exc
-    assert GPTalk in every, "missing from g4f.Provider.__providers__"
+        today = datetime.date.today().isoformat()
+        raise G4FProblem(
+            f"GPTalk is among g4f's {len(names)} provider names, but g4f itself could not build its full provider "
+            f"list ({type(exc).__name__}: {str(exc)[:160]}). g4f downloads providers.json at this step: offline, "
+            f"set G4F_CACHE_DIR to a folder holding .models/{today}/providers.json (the README's offline recipe)"
+        ) from exc
+    require(GPTalk in every, "missing from g4f.Provider.__providers__")
     return f"g4f.Provider.__providers__ ({len(every)} providers)"
+
+
+def _registered_names(providers: object) -> list[str]:
+    """The provider names g4f knows without importing every provider (its 8.x, lazy 7.x or 6.x registry)."""
+    namespace = vars(providers)
+    if "ProviderLoader" in namespace:
+        return list(namespace["ProviderLoader"].names)
+    if "_provider_names" in namespace:
+        return list(namespace["_provider_names"])
+    return list(namespace.get("__map__", {}))
 
 
 def by_name() -> str:
     from g4f.client.service import get_model_and_provider
 
     model, provider = get_model_and_provider("gpt-3.5-turbo", "GPTalk", stream=True)
-    assert provider is GPTalk, f'provider="GPTalk" gives {provider}'
+    require(provider is GPTalk, f'provider="GPTalk" gives {provider}')
     model, provider = get_model_and_provider("GPTalk:gpt-3.5-turbo", None, stream=True)
-    assert provider is GPTalk and model == "gpt-3.5-turbo", f'model="GPTalk:gpt-3.5-turbo" gives {provider}, {model}'
+    require(provider is GPTalk and model == "gpt-3.5-turbo", f'model="GPTalk:gpt-3.5-turbo" gives {provider}, {model}')
     return 'provider="GPTalk" and model="GPTalk:gpt-3.5-turbo"'
 
 
@@ -63,7 +99,7 @@ def models() -> str:
 
     model = ModelUtils.convert.get("gpt-3.5-turbo")
     providers = getattr(getattr(model, "best_provider", None), "providers", [])
-    assert GPTalk in providers, "g4f.models' gpt-3.5-turbo does not list GPTalk"
+    require(GPTalk in providers, "g4f.models' gpt-3.5-turbo does not list GPTalk")
     return f"gpt-3.5-turbo served by {', '.join(p.__name__ for p in providers)}"
 
 
@@ -90,7 +126,9 @@ def run_checks() -> list[Result]:
     results: list[Result] = []
     for name, check in CHECKS:
         try:
-            results.append((True, name, check()))
+            results.append(("ok", name, check()))
+        except G4FProblem as warning:
+            results.append(("warn", name, str(warning)))
         except Exception as exc:  # noqa: BLE001 - each failure is reported, not raised
-            results.append((False, name, str(exc) or type(exc).__name__))
+            results.append(("FAIL", name, str(exc) or type(exc).__name__))
     return results

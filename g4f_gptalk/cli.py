@@ -86,9 +86,9 @@ def doctor() -> bool:
     from .checks import run_checks
 
     results = run_checks()
-    for ok, name, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}")
-    return all(ok for ok, _, _ in results)
+    for outcome, name, detail in results:
+        print(f"{outcome:<4}  {name}: {detail}")
+    return all(outcome != "FAIL" for outcome, _, _ in results)
 
 
 def parser() -> argparse.ArgumentParser:

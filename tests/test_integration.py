@@ -261,3 +261,29 @@ def test_doctor_fails_when_the_service_does_not_answer():
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "FAIL  login: GPTalk login: cannot connect to http://127.0.0.1:9: Connection refused" in result.stdout.splitlines()
+
+
+def test_doctor_offline_names_g4fs_own_download_and_the_remedy_and_still_checks_gptalk(server, tmp_path):
+    # g4f's list download goes through a proxy where nothing listens: offline, without a packet leaving the machine
+    env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+           "G4F_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "g4f_gptalk", "doctor"], capture_output=True, text=True,
+                            timeout=120, env=env)
+    lines = {line.split(":")[0].split(maxsplit=1)[1]: line for line in result.stdout.splitlines()}
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines["login"].startswith("ok    login:") and lines["registry"].startswith("ok ")
+    provider_list = lines["provider list"]
+    if provider_list.startswith("warn"):  # g4f 8 downloads its provider list here; older releases do not
+        assert "GPTalk is among g4f's" in provider_list and "g4f itself could not build its full provider list" \
+            in provider_list and "set G4F_CACHE_DIR to a folder holding .models/" in provider_list
+    else:
+        assert provider_list.startswith("ok    provider list:")
+
+
+def test_doctor_reports_a_missing_registration_under_python_dash_o():
+    result = subprocess.run([sys.executable, "-O", "-c", textwrap.dedent("""
+        from g4f_gptalk import checks
+        checks.GPTalk = type("NotTheRegisteredGPTalk", (), {})  # what g4f has registered is no longer it
+        print(checks.run_checks()[1][0])
+    """)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent)
+    assert result.stdout.split() == ["FAIL"], result.stderr  # an assert-based check says "ok" under -O
