@@ -30,9 +30,30 @@ class _RegisteringLoader:
         self._loader.exec_module(module)
         try:
             from g4f_gptalk import bridge
-        except Exception:  # noqa: BLE001 - a broken plugin install must never break g4f itself
+        except Exception as exc:  # noqa: BLE001 - a broken plugin install must never break g4f itself
+            _warn_once(exc)
             return
         bridge.on_g4f_module_loaded(module.__name__)
+
+
+_warned = [False]  # a list, so that the flag changes without a global statement
+
+
+def _warn_once(cause):
+    """One line on stderr when the plugin cannot load: why, and how to stop trying."""
+    if _warned[0]:
+        return
+    _warned[0] = True
+    try:
+        from importlib.metadata import version  # only now, when something is already wrong
+
+        g4f = f"g4f {version('g4f')}"
+    except Exception:  # noqa: BLE001 - the message matters more than the version in it
+        g4f = "this g4f"
+    sys.stderr.write(
+        f"g4f-gptalk: GPTalk could not be registered with {g4f}: {type(cause).__name__}: {cause}. "
+        f"Install a g4f that g4f-gptalk supports, or set G4F_GPTALK_AUTOLOAD=0 to stop loading it.\n"
+    )
 
 
 class G4FPluginFinder:

@@ -2,9 +2,11 @@
 point, so that g4f finds it like one of its own (``provider="Name"``, ``model="Name:model"``, ``g4f.Provider.Name``,
 ``__providers__``, ``ProviderUtils.convert``, ``g4f api``, ``g4f client``).
 
-It is run by ``_g4f_gptalk_autoload`` right after g4f imports ``g4f.Provider`` and ``g4f.models``, and by
-``import g4f_gptalk``; it is idempotent. A plugin that fails to load is skipped with one warning, and a plugin never
-replaces a provider g4f already has under the same name.
+It is run by ``_g4f_gptalk_autoload`` right after g4f runs ``g4f.Provider`` and ``g4f.models`` (also when they are
+run again by ``importlib.reload``), and by ``import g4f_gptalk``; it is idempotent. The entry points are loaded once
+per process; the registering is done again whenever g4f's registry module has run again. A plugin that fails to
+load is skipped with one warning, and a plugin never replaces a provider g4f itself has under the same name. One
+that another copy of this bridge (another plugin package's) has registered already is left as it is, silently.
 
 g4f keeps its provider registry in one of three shapes, each handled by ``_add_to_registry``:
 ``ProviderLoader`` (8.x), ``_provider_names``/``_loaded_providers`` (lazy 7.x) or eager ``__providers__``/``__map__``
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import Any
 
@@ -43,33 +45,44 @@ def on_g4f_module_loaded(name: str) -> None:
 
 
 def load_plugins() -> dict[str, type]:
-    """Register every provider of the ``g4f.providers`` entry point group (scanned once per process)."""
+    """Register every provider of the ``g4f.providers`` entry point group (loaded once per process) with g4f's
+    registry as it is now."""
     global _scanned
-    if _scanned:
-        return registered
     import g4f.Provider as registry
 
-    for entry_point in entry_points(group=GROUP):
-        name = entry_point.name
-        if name in registered or name in _skipped:
-            continue
-        if _builtin(registry, name) is not None:
-            _skip(name, f"g4f already has a provider named {name!r}; the plugin's {entry_point.value} is not used")
-            continue
-        try:
-            provider = entry_point.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is skipped, not fatal
-            _skip(name, f"loading {entry_point.value} failed: {exc!r}")
-            continue
-        from g4f.providers.types import BaseProvider
-
-        if not (isinstance(provider, type) and issubclass(provider, BaseProvider)):
-            _skip(name, f"{entry_point.value} is not a g4f provider class")
-            continue
-        _add_to_registry(registry, name, provider)
-        registered[name] = provider
-    _scanned = True
+    if not _scanned:
+        _scanned = True
+        for entry_point in entry_points(group=GROUP):
+            provider = _load(registry, entry_point)
+            if provider is not None:
+                registered[entry_point.name] = provider
+    for name, provider in registered.items():
+        if _existing(registry, name) is None:
+            _add_to_registry(registry, name, provider)
     return registered
+
+
+def _load(registry: ModuleType, entry_point: EntryPoint) -> type | None:
+    """The provider class ``entry_point`` names, or None if it is skipped."""
+    name = entry_point.name
+    if name in registered or name in _skipped:
+        return None
+    existing = _existing(registry, name)
+    if existing is not None:
+        if _is_g4fs_own(existing):
+            _skip(name, f"g4f already has a provider named {name!r}; the plugin's {entry_point.value} is not used")
+        return None  # else another bridge registered this plugin already: nothing to do, nothing to say
+    try:
+        provider = entry_point.load()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is skipped, not fatal
+        _skip(name, f"loading {entry_point.value} failed: {exc!r}")
+        return None
+    from g4f.providers.types import BaseProvider
+
+    if not (isinstance(provider, type) and issubclass(provider, BaseProvider)):
+        _skip(name, f"{entry_point.value} is not a g4f provider class")
+        return None
+    return provider
 
 
 def register_models() -> None:
@@ -102,16 +115,24 @@ def _skip(name: str, reason: str) -> None:
     warnings.warn(f"g4f provider plugin {name!r} skipped: {reason}", PluginWarning, stacklevel=3)
 
 
-def _builtin(registry: ModuleType, name: str) -> Any:
-    """g4f's own provider called ``name``, if any (never one this bridge added)."""
+def _existing(registry: ModuleType, name: str) -> Any:
+    """What g4f's registry has under ``name``: a provider class, ``True`` for a name whose class g4f has not
+    loaded yet (always one of its own), or None."""
     namespace = vars(registry)
     if "ProviderLoader" in namespace:
         loader = namespace["ProviderLoader"]
-        known = [*loader.names, *getattr(loader, "extra", [])]
-        return name if name in known else None
+        if name not in [*loader.names, *getattr(loader, "extra", [])]:
+            return None
+        return loader.loaded.get(name, True)
     if "_provider_names" in namespace:
-        return name if name in namespace["_provider_names"] else None
+        if name not in namespace["_provider_names"]:
+            return None
+        return namespace["_loaded_providers"].get(name, True)
     return namespace.get("__map__", {}).get(name)
+
+
+def _is_g4fs_own(provider: Any) -> bool:
+    return provider is True or str(getattr(provider, "__module__", "")).split(".")[0] == "g4f"
 
 
 def _add_to_registry(registry: ModuleType, name: str, provider: type) -> None:
@@ -132,12 +153,17 @@ def _add_to_registry(registry: ModuleType, name: str, provider: type) -> None:
     setattr(registry, name, provider)
 
 
+def _name_of(provider: type) -> str:
+    return str(getattr(provider, "label", None) or provider.__name__)
+
+
 def _add_to_model(models: ModuleType, model_name: str, provider: type) -> None:
     from g4f.providers.retry_provider import IterListProvider
 
     model = models.ModelUtils.convert.get(model_name)
     if model is None:
-        model = models.Model(name=model_name, base_provider="OpenAI", best_provider=IterListProvider([provider]))
+        model = models.Model(name=model_name, base_provider=_name_of(provider),
+                             best_provider=IterListProvider([provider]))
         models.ModelUtils.convert[model_name] = model
     elif isinstance(model.best_provider, IterListProvider):
         if provider not in model.best_provider.providers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import socket
@@ -287,3 +288,44 @@ def test_doctor_reports_a_missing_registration_under_python_dash_o():
         print(checks.run_checks()[1][0])
     """)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent)
     assert result.stdout.split() == ["FAIL"], result.stderr  # an assert-based check says "ok" under -O
+
+
+def test_a_plugin_that_cannot_load_says_why_once_on_stderr_and_g4f_still_works(tmp_path):
+    # what happens on a g4f too old for the plugin: importing the package fails
+    (tmp_path / "g4f_gptalk").mkdir()
+    (tmp_path / "g4f_gptalk" / "__init__.py").write_text(
+        "raise ImportError(\"cannot import name 'G4FError' from 'g4f.errors'\")\n")
+    result = subprocess.run([sys.executable, "-c", "import g4f, g4f.models; print('g4f works')"],
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.stdout == "g4f works\n"
+    assert result.stderr.splitlines() == [
+        f"g4f-gptalk: GPTalk could not be registered with g4f {importlib.metadata.version('g4f')}: ImportError: "
+        "cannot import name 'G4FError' from 'g4f.errors'. Install a g4f that g4f-gptalk supports, or set "
+        "G4F_GPTALK_AUTOLOAD=0 to stop loading it."]
+
+
+def test_gptalk_survives_a_reload_of_g4fs_provider_registry(server):
+    out = run_python(textwrap.dedent("""
+        import importlib, g4f, g4f.Provider
+        importlib.reload(g4f.Provider)
+        import g4f.Provider as P
+        print(P.ProviderUtils.convert["GPTalk"].__module__)
+        print(g4f.ChatCompletion.create("gpt-3.5-turbo", [{"role": "user", "content": "Hello"}], provider="GPTalk"))
+    """))
+    assert out.splitlines() == ["g4f_gptalk.provider", REPLY]
+
+
+def test_a_second_bridge_in_the_same_group_stays_quiet(tmp_path):
+    # another plugin package built the same way runs its own copy of the bridge after ours
+    out = run_python(textwrap.dedent("""
+        import importlib.util, warnings, g4f.Provider, g4f_gptalk.bridge as ours
+        spec = importlib.util.spec_from_file_location("their_bridge", ours.__file__)
+        theirs = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(theirs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            found = theirs.load_plugins()
+        print(sorted(found), [str(w.message) for w in caught])
+    """))
+    assert out.strip() == "[] []"
