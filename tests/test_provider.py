@@ -228,3 +228,55 @@ def test_requests_go_through_the_http_proxy(server, monkeypatch):
     assert "".join(chat(HELLO, proxy=server.url)) == echo_reply("Hello")
     assert server.stats["logins"] == 1 and server.stats["streams"] == 1
     assert server.requests[0][1]["host"] == "127.0.0.1:9"
+
+
+class Socks5Relay:
+    """A minimal SOCKS5 proxy on 127.0.0.1 (no authentication, CONNECT only), counting what it relayed."""
+
+    def __init__(self) -> None:
+        self.connects: list[tuple[str, int]] = []
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return f"socks5://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        version, methods = await reader.readexactly(2)
+        await reader.readexactly(methods)
+        writer.write(b"\x05\x00")  # no authentication
+        _version, _command, _reserved, kind = await reader.readexactly(4)
+        if kind == 1:
+            host = ".".join(str(part) for part in await reader.readexactly(4))
+        else:
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+        port = int.from_bytes(await reader.readexactly(2), "big")
+        self.connects.append((host, port))
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+        writer.write(b"\x05\x00\x00\x01" + bytes(4) + bytes(2))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+def test_requests_go_through_a_socks5_proxy(server):
+    async def through_socks() -> tuple[str, list[tuple[str, int]]]:
+        relay = Socks5Relay()
+        async with relay as proxy:
+            reply = "".join(await chat_async(HELLO, proxy=proxy))
+            await pool.close_running_loop()
+        return reply, relay.connects
+
+    reply, connects = asyncio.run(through_socks())
+    assert reply == echo_reply("Hello") and connects == [("127.0.0.1", server.port)]  # one pooled connection, via SOCKS
+    assert server.stats["logins"] == 1 and server.stats["streams"] == 1
