@@ -1,8 +1,8 @@
 """Arms g4f plugin discovery at interpreter start-up; imported by ``g4f_gptalk.pth``.
 
 g4f has no plugin discovery of its own, so this module puts a finder on ``sys.meta_path`` that waits for
-``g4f.Provider`` and ``g4f.models`` to be imported and, right after each has run, lets ``g4f_gptalk.bridge``
-register the providers declared in the ``g4f.providers`` entry point group.
+``g4f.Provider``, ``g4f.models`` and the web GUI's ``g4f.gui.server.api`` to be imported and, right after each has
+run, lets ``g4f_gptalk.bridge`` register the providers declared in the ``g4f.providers`` entry point group.
 
 It runs in every interpreter of the environment, so it imports nothing beyond ``sys`` and ``os`` (both already
 loaded at start-up) and does nothing else until g4f is imported. Set ``G4F_GPTALK_AUTOLOAD=0`` to turn it off.
@@ -11,7 +11,7 @@ loaded at start-up) and does nothing else until g4f is imported. Set ``G4F_GPTAL
 import os
 import sys
 
-_WATCHED = frozenset(("g4f.Provider", "g4f.models"))
+_WATCHED = frozenset(("g4f.Provider", "g4f.models", "g4f.gui.server.api"))
 
 
 class _RegisteringLoader:

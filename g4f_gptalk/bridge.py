@@ -40,6 +40,8 @@ def on_g4f_module_loaded(name: str) -> None:
             load_plugins()
         elif name == "g4f.models":
             register_models()
+        elif name == "g4f.gui.server.api":
+            list_in_web_gui(sys.modules[name])
     except Exception as exc:  # noqa: BLE001 - g4f must import even if the bridge cannot work
         warnings.warn(f"g4f provider plugins were not registered: {exc!r}", PluginWarning, stacklevel=2)
 
@@ -99,6 +101,55 @@ def register_models() -> None:
                 _add_to_model(models, model_name, provider)
                 if not parses_prefix:
                     _add_prefixed_alias(models, name, model_name, provider)
+
+
+def list_in_web_gui(api_module: ModuleType) -> None:
+    """Make g4f's web GUI list the registered providers, without writing them into g4f's own files.
+
+    g4f 8 answers the GUI's provider list from a ``providers.json`` inside its package, and rewrites that file when
+    it builds the list afresh: the plugins' entries are added to what it answers and kept out of what it writes, so
+    that nothing of theirs outlives their uninstall. Earlier g4f builds the list live, where they are already.
+    """
+    api = getattr(api_module, "Api", None)
+    get_providers = getattr(api, "get_providers", None)
+    if api is None or get_providers is None or getattr(get_providers, "lists_plugins", False):
+        return
+
+    def with_plugins() -> list[dict[str, Any]]:
+        g4fs_own = [entry for entry in get_providers() if not _is_plugin_entry(entry)]
+        return g4fs_own + [_gui_entry(provider) for provider in load_plugins().values()
+                           if getattr(provider, "working", False)]
+
+    with_plugins.lists_plugins = True  # type: ignore[attr-defined]
+    api.get_providers = staticmethod(with_plugins)
+    write_cache = getattr(api, "_write_providers_cache", None)
+    if write_cache is not None:
+        api._write_providers_cache = staticmethod(
+            lambda result: write_cache([entry for entry in result if not _is_plugin_entry(entry)]))
+
+
+def _is_plugin_entry(entry: Any) -> bool:
+    return isinstance(entry, dict) and entry.get("name") in registered
+
+
+def _gui_entry(provider: type) -> dict[str, Any]:
+    """A provider as g4f's GUI lists it (the fields g4f's own ``Api.get_providers`` gives)."""
+    return {
+        "name": provider.__name__,
+        "label": _name_of(provider),
+        "parent": getattr(provider, "parent", None),
+        "image": len(getattr(provider, "image_models", [])),
+        "audio": len(getattr(provider, "audio_models", [])),
+        "video": len(getattr(provider, "video_models", [])),
+        "vision": getattr(provider, "default_vision_model", None) is not None,
+        "nodriver": getattr(provider, "use_nodriver", False),
+        "hf_space": getattr(provider, "hf_space", False),
+        "active_by_default": bool(getattr(provider, "active_by_default", False)),
+        "auth": getattr(provider, "needs_auth", False),
+        "login_url": getattr(provider, "login_url", None),
+        "live": getattr(provider, "live", 0),
+        "login": hasattr(provider, "login"),
+    }
 
 
 def _add_prefixed_alias(models: ModuleType, name: str, model_name: str, provider: type) -> None:

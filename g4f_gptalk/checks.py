@@ -107,7 +107,7 @@ def login() -> str:
     from .arguments import service_url
     from .provider import check_login
 
-    url = service_url(GPTalk.url)
+    url = service_url(GPTalk.default_url)
     asyncio.run(check_login(url))
     return f"{url} issued a token"
 

@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--timeout", type=float, default=GPTalk.timeout, help="seconds for the whole reply")
         if name == "chat":
             command.add_argument("--url", default=argparse.SUPPRESS,
-                                 help=f"service address (default: ${URL_ENV}, else {GPTalk.url})")
+                                 help=f"service address (default: ${URL_ENV}, else {GPTalk.default_url})")
     serve_command = commands.add_parser("serve", help="run a local GPTalk server", formatter_class=formatter)
     serve_command.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
     serve_command.add_argument("--host", default="127.0.0.1", help="address to bind")
@@ -112,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     doctor_command = commands.add_parser("doctor", help="check that g4f finds GPTalk and the service answers",
                                          formatter_class=formatter)
     doctor_command.add_argument("--url", default=argparse.SUPPRESS,
-                                help=f"service address (default: ${URL_ENV}, else {GPTalk.url})")
+                                help=f"service address (default: ${URL_ENV}, else {GPTalk.default_url})")
     return root
 
 

@@ -23,7 +23,7 @@ from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMix
 from g4f.typing import AsyncResult, CreateResult, Messages
 
 from . import loops, pool
-from .arguments import model_of, prompt_of, proxy_password, seconds, service_url, split_proxy
+from .arguments import URL_ENV, model_of, prompt_of, proxy_password, seconds, service_url, split_proxy
 from .auth import Token, TokenCache, expiry_of
 from .errors import GPTalkTimeoutError, TokenRejectedError, answer_data, redact, token_of
 from .sse import ReplyText
@@ -50,12 +50,27 @@ BROWSER_HEADERS = {
 }
 
 
-class GPTalk(AsyncGeneratorProvider, ProviderModelMixin):
+class _ServiceURL(type(AsyncGeneratorProvider)):  # type: ignore[misc]
+    """Makes ``GPTalk.url`` what a call will use: ``G4F_GPTALK_URL`` when set, else the address given to the class
+    (so that g4f's provider lists and GUI show the service actually called)."""
+
+    @property
+    def url(cls) -> str:
+        return os.environ.get(URL_ENV) or cls.default_url
+
+    @url.setter
+    def url(cls, value: str) -> None:
+        cls.default_url = value
+
+
+class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
     """gptalk.net: anonymous GPT-3.5 chat. ``G4F_GPTALK_URL``, when set, replaces ``url`` at each call."""
 
     label = "GPTalk"
-    url = "https://gptalk.net"
+    default_url = "https://gptalk.net"
+    """The service address unless ``G4F_GPTALK_URL`` is set; ``url`` gives the one in force."""
     working = True
+    active_by_default = True  # on in g4f's web GUI without a visit to its settings, like g4f's no-login providers
     supports_stream = True
     supports_message_history = True
     supports_system_message = True
@@ -83,7 +98,7 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin):
         """
         prompt, model = prompt_of(messages), cls.get_model(model_of(model, cls.default_model))
         total = seconds("timeout", timeout, cls.timeout)
-        call = _Call(service_url(cls.url), await pool.for_running_loop(), proxy, total,
+        call = _Call(service_url(cls.default_url), await pool.for_running_loop(), proxy, total,
                      seconds("stream_timeout", stream_timeout, total))
         try:
             stream_token = await call.ask(cls._tokens.setdefault(call.base_url, TokenCache()), prompt, model)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import socket
@@ -10,7 +13,10 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +25,7 @@ from g4f_gptalk.server import echo_reply
 from .conftest import run_python, without_g4f_notices
 
 REPLY = echo_reply("Hello")
+HELLO_MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
 def test_provider_by_name_sync_and_async(server):
@@ -186,14 +193,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def g4f_api(server):
+@contextlib.contextmanager
+def running_g4f_api(*options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``g4f api`` started its normal way (web GUI included), offline, on a free loopback port; yields its URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "g4f.cli", "api", "--bind", f"127.0.0.1:{port}", "--no-gui"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "g4f.cli", "api", "--bind", f"127.0.0.1:{port}", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -206,7 +213,7 @@ def g4f_api(server):
                 time.sleep(0.2)
         else:
             pytest.fail("g4f api did not start within 60 s")
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:
@@ -218,14 +225,70 @@ def g4f_api(server):
             process.stdout.close()
 
 
-def test_the_openai_compatible_server_lists_and_answers_with_gptalk(g4f_api, server):
-    import urllib.request
+@pytest.fixture
+def g4f_api(server):
+    with running_g4f_api() as base:
+        yield base
 
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.load(response)
+
+
+def g4f_package_files() -> dict[str, str]:
+    """Every file of the installed g4f package, by path, with a digest of its content."""
+    root = Path(importlib.util.find_spec("g4f").origin).parent  # type: ignore[arg-type, union-attr]
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in root.rglob("*") if path.is_file() and "__pycache__" not in path.parts}
+
+
+def gui_conversation(base: str, provider: str) -> str:
+    """What g4f's web page shows for a message sent to ``provider``: the content events of the answer, joined."""
+    request = urllib.request.Request(
+        base + "/backend-api/v2/conversation", method="POST", headers={"content-type": "application/json"},
+        data=json.dumps({"model": "gpt-3.5-turbo", "provider": provider, "messages": HELLO_MESSAGES}).encode())
+    contents = []
+    with urllib.request.urlopen(request, timeout=60) as response:
+        for line in response.read().decode().splitlines():
+            try:
+                event = json.loads(line.removeprefix("data: "))
+            except ValueError:
+                continue  # "event:" lines and blank lines
+            if isinstance(event, dict) and event.get("type") == "content":
+                contents.append(event["content"])
+            elif isinstance(event, dict) and event.get("type") == "error":
+                pytest.fail(f"the GUI showed an error: {event}")
+    return "".join(contents)
+
+
+@pytest.mark.parametrize("options", [(), ("--ignored-providers", "Copilot")], ids=["packaged list", "live list"])
+def test_the_web_gui_lists_gptalk_enabled_and_shows_its_reply_and_g4fs_files_keep_no_trace(server, options):
+    before = g4f_package_files()
+    with running_g4f_api(*options) as base:
+        listed = [entry for entry in get_json(base + "/backend-api/v2/providers") if entry["name"] == "GPTalk"]
+        models = get_json(base + "/backend-api/v2/models/GPTalk")
+        reply = gui_conversation(base, "GPTalk")
+    assert len(listed) == 1 and listed[0]["label"] == "GPTalk" and listed[0]["active_by_default"] is True
+    assert not listed[0]["hf_space"]  # the page leaves hf_space entries out of its menu
+    assert "gpt-3.5-turbo" in [model["id"] if isinstance(model, dict) else model for model in models]
+    assert reply == REPLY and server.stats["asks"] == 1
+    after = g4f_package_files()
+    changed = [name for name in after if after[name] != before.get(name)]
+    # g4f itself may rewrite its provider list when it builds it live; nothing of GPTalk's may be in it
+    assert all(name == "providers.json" for name in changed), changed
+    root = Path(importlib.util.find_spec("g4f").origin).parent  # type: ignore[arg-type, union-attr]
+    assert all("GPTalk" not in (root / name).read_text() for name in changed)
+    # g4f started without the plugin, as after its uninstall, shows GPTalk nowhere
+    with running_g4f_api(*options, env={"G4F_GPTALK_AUTOLOAD": "0"}) as base:
+        assert "GPTalk" not in [entry["name"] for entry in get_json(base + "/backend-api/v2/providers")]
+
+
+def test_the_openai_compatible_server_lists_and_answers_with_gptalk(g4f_api, server):
     from openai import OpenAI
 
-    with urllib.request.urlopen(f"{g4f_api}/v1/providers", timeout=30) as response:
-        providers = json.load(response)
-    assert "GPTalk" in [provider["id"] for provider in providers]
+    providers = {provider["id"]: provider for provider in get_json(f"{g4f_api}/v1/providers")}
+    assert providers["GPTalk"]["url"] == server.url  # the service it will call, G4F_GPTALK_URL
     client = OpenAI(base_url=f"{g4f_api}/v1", api_key="unused", max_retries=0, timeout=60)
     messages = [{"role": "user", "content": "Hello"}]
     whole = client.chat.completions.create(model="gpt-3.5-turbo", messages=messages, extra_body={"provider": "GPTalk"})

@@ -244,7 +244,7 @@ class Socks5Relay:
         self._server.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        version, methods = await reader.readexactly(2)
+        _version, methods = await reader.readexactly(2)
         await reader.readexactly(methods)
         writer.write(b"\x05\x00")  # no authentication
         _version, _command, _reserved, kind = await reader.readexactly(4)
