@@ -33,9 +33,9 @@ class _Output:
     @classmethod
     def write(cls, text: str) -> None:
         if text:
+            cls.mid_line = not text.endswith("\n")  # first: Ctrl-C may interrupt right after the write
             sys.stdout.write(text)
             sys.stdout.flush()
-            cls.mid_line = not text.endswith("\n")
 
     @classmethod
     def end_line(cls) -> None:

@@ -54,8 +54,9 @@ class _KeptLoop:
             for task in tasks:
                 task.cancel()
             if tasks:
-                loop.run_until_complete(asyncio.wait(tasks))
-            loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(asyncio.wait(tasks, timeout=CANCEL_WAIT))
+            # bounded: a connection an interrupt left half-closed must not keep a thread or the interpreter waiting
+            loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=CANCEL_WAIT))
         finally:
             loop.close()
 
