@@ -5,8 +5,10 @@ point, so that g4f finds it like one of its own (``provider="Name"``, ``model="N
 It is run by ``_g4f_gptalk_autoload`` right after g4f runs ``g4f.Provider`` and ``g4f.models`` (also when they are
 run again by ``importlib.reload``), and by ``import g4f_gptalk``; it is idempotent. The entry points are loaded once
 per process; the registering is done again whenever g4f's registry module has run again. A plugin that fails to
-load is skipped with one warning, and a plugin never replaces a provider g4f itself has under the same name. One
-that another copy of this bridge (another plugin package's) has registered already is left as it is, silently.
+load is skipped with one warning. A plugin takes the place of a provider g4f itself has under the same name only
+when g4f marks that one not working (as g4f 0.2.x to 0.4.x do their own GPTalk), and says so in one debug line; a
+working one is never replaced. One that another copy of this bridge (another plugin package's) has registered
+already is left as it is, silently.
 
 g4f keeps its provider registry in one of three shapes, each handled by ``_add_to_registry``:
 ``ProviderLoader`` (8.x), ``_provider_names``/``_loaded_providers`` (lazy 7.x) or eager ``__providers__``/``__map__``
@@ -59,8 +61,14 @@ def load_plugins() -> dict[str, type]:
             if provider is not None:
                 registered[entry_point.name] = provider
     for name, provider in registered.items():
-        if _existing(registry, name) is None:
-            _add_to_registry(registry, name, provider)
+        existing = _existing(registry, name)
+        if existing is provider:
+            continue
+        if existing is not None:
+            from g4f import debug
+
+            debug.log(f"g4f-gptalk: g4f's own {name} is marked not working; {provider.__module__}.{name} takes its place")
+        _add_to_registry(registry, name, provider)
     return registered
 
 
@@ -71,9 +79,12 @@ def _load(registry: ModuleType, entry_point: EntryPoint) -> type | None:
         return None
     existing = _existing(registry, name)
     if existing is not None:
-        if _is_g4fs_own(existing):
-            _skip(name, f"g4f already has a provider named {name!r}; the plugin's {entry_point.value} is not used")
-        return None  # else another bridge registered this plugin already: nothing to do, nothing to say
+        if not _is_g4fs_own(existing):
+            return None  # another bridge registered this plugin already: nothing to do, nothing to say
+        if getattr(getattr(registry, name, None) if existing is True else existing, "working", True) is not False:
+            _skip(name, f"g4f already has a working provider named {name!r}; the plugin's {entry_point.value} "
+                        f"is not used")
+            return None
     try:
         provider = entry_point.load()
     except Exception as exc:  # noqa: BLE001 - a broken plugin is skipped, not fatal
@@ -187,17 +198,21 @@ def _is_g4fs_own(provider: Any) -> bool:
 
 
 def _add_to_registry(registry: ModuleType, name: str, provider: type) -> None:
+    """Put ``provider`` into g4f's registry under ``name``, in place of whatever was there."""
     namespace = vars(registry)
     if "ProviderLoader" in namespace:
         loader = namespace["ProviderLoader"]
-        loader.names.append(name)
+        if name not in loader.names:
+            loader.names.append(name)
         loader.loaded[name] = provider
         loader.loaded[name.lower().replace("-", "").replace("_", "")] = provider
     elif "_provider_names" in namespace:
-        namespace["_provider_names"].append(name)
+        if name not in namespace["_provider_names"]:
+            namespace["_provider_names"].append(name)
         namespace["_loaded_providers"][name] = provider
     else:
-        namespace["__providers__"].append(provider)
+        providers = namespace["__providers__"]
+        providers[:] = [*(other for other in providers if getattr(other, "__name__", None) != name), provider]
         namespace["__map__"][name] = provider
     if isinstance(namespace.get("__all__"), list) and name not in namespace["__all__"]:
         namespace["__all__"].append(name)

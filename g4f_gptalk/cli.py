@@ -15,11 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from g4f import debug
-from g4f.errors import G4FError
 
 from . import __version__
 from .arguments import URL_ENV, checked_url
-from .errors import InvalidRequestError
+from .errors import G4FError, InvalidRequestError
 from .provider import GPTalk
 
 DEFAULT_PROMPT = "Hello, GPTalk! Say something in a few languages."

@@ -11,11 +11,20 @@ import email.utils
 import json
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from g4f.errors import CloudflareError, G4FError, MissingAuthError, RateLimitError, ResponseError
+import g4f.errors
+from g4f.errors import MissingAuthError, RateLimitError, ResponseError
 from g4f.errors import TimeoutError as G4FTimeoutError
 from g4f.requests.raise_for_status import is_cloudflare
+
+if TYPE_CHECKING:
+    from g4f.errors import CloudflareError, G4FError
+else:
+    # g4f before 0.5.9.0 has neither: its errors are plain Exceptions, a challenge a ResponseError
+    G4FError = getattr(g4f.errors, "G4FError", Exception)
+    CloudflareError = getattr(g4f.errors, "CloudflareError", None) or type(
+        "CloudflareError", (ResponseError,), {"__doc__": "A Cloudflare challenge page instead of the answer."})
 
 EXCERPT_CHARS = 200
 
@@ -26,7 +35,7 @@ AUTH_FAILURE_CODES = frozenset((401, 403, 10401, 10403))
 REDACTED = "[redacted]"
 
 
-class InvalidRequestError(G4FError, ValueError):
+class InvalidRequestError(ValueError, G4FError):
     """A setting or argument is unusable (service URL, proxy, messages); raised before any request is sent."""
 
 
@@ -34,7 +43,7 @@ class IncompleteReplyError(ResponseError):
     """The stream ended, broke or went wrong before ``data: [DONE]``; the text before it was already yielded."""
 
 
-class GPTalkTimeoutError(G4FTimeoutError, builtins.TimeoutError):
+class GPTalkTimeoutError(builtins.TimeoutError, G4FTimeoutError):
     """The call ran past ``timeout=``, or the stream stalled for longer than the stall bound."""
 
 

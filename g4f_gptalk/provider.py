@@ -18,14 +18,14 @@ from typing import Any, ClassVar
 
 import aiohttp
 from g4f import debug
-from g4f.errors import G4FError, ResponseError
+from g4f.errors import ResponseError
 from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
 from g4f.typing import AsyncResult, CreateResult, Messages
 
 from . import loops, pool
 from .arguments import URL_ENV, model_of, prompt_of, proxy_password, seconds, service_url, split_proxy
 from .auth import Token, TokenCache, expiry_of
-from .errors import GPTalkTimeoutError, TokenRejectedError, answer_data, redact, token_of
+from .errors import G4FError, GPTalkTimeoutError, TokenRejectedError, answer_data, redact, token_of
 from .sse import ReplyText
 
 USER_AGENT = (

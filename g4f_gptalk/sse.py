@@ -25,9 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from g4f.errors import G4FError
-
-from .errors import IncompleteReplyError, envelope_data, excerpt
+from .errors import G4FError, IncompleteReplyError, envelope_data, excerpt
 
 DONE = b"[DONE]"
 BOM = b"\xef\xbb\xbf"

@@ -11,6 +11,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from g4f_gptalk.server import Faults, echo_reply
 
 
@@ -75,13 +77,20 @@ def test_serve_beyond_loopback_needs_public():
 
 def test_ctrl_c_mid_stream_ends_the_partial_line_and_exits_130(server):
     server.faults = Faults(stream=["stall"])
-    process = subprocess.Popen([sys.executable, "-m", "g4f_gptalk", "chat", "Hello", "--url", server.url],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    # as from a terminal: a process started with SIGINT ignored (as under tox) would keep ignoring it
+    as_from_a_terminal = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                          "sys.argv[0] = 'g4f-gptalk'; runpy.run_module('g4f_gptalk', run_name='__main__')")
+    process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", as_from_a_terminal, "chat", "Hello", "--url",
+                                server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     try:
         assert process.stdout is not None
         first = process.stdout.read(5)  # the reply has begun (then it stalls); unbuffered, nothing else is read
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is
+            pytest.fail(f"no exit 30 s after Ctrl-C:\n{process.communicate(timeout=10)[1].decode()}")
     finally:
         process.kill()
     text = (first + out).decode()

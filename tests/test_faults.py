@@ -9,11 +9,11 @@ import urllib.request
 
 import pytest
 import trustme
-from g4f.errors import CloudflareError, MissingAuthError, RateLimitError, ResponseError
+from g4f.errors import MissingAuthError, RateLimitError, ResponseError
 from g4f.errors import TimeoutError as G4FTimeoutError
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.errors import IncompleteReplyError, InvalidRequestError
+from g4f_gptalk.errors import CloudflareError, IncompleteReplyError, InvalidRequestError
 from g4f_gptalk.server import Faults, echo_reply
 
 from .conftest import HELLO, chat, chat_async, partial_chat

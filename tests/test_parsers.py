@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import math
 
-from g4f.errors import G4FError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from g4f_gptalk.auth import Token, expiry_of
-from g4f_gptalk.errors import answer_data, token_of
+from g4f_gptalk.errors import G4FError, answer_data, token_of
 from g4f_gptalk.sse import ReplyText
 
 json_values = st.recursive(
