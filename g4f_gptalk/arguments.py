@@ -39,7 +39,7 @@ def prompt_of(messages: Messages) -> str:
                 f"GPTalk: messages[{index}]['content'] must be text or a list of content parts, "
                 f"not {type(content).__name__}")
     prompt = format_prompt(list(messages))
-    if not prompt.strip():
+    if not isinstance(prompt, str) or not prompt.strip():  # g4f 0.2.x passes a lone message's None content on
         raise InvalidRequestError("GPTalk: the messages have no text to send")
     return prompt
 

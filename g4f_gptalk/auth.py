@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from g4f import debug
+from .compat import log
 
 MAX_ASKS_PER_TOKEN = 5
 CLOCK_SKEW = 5.0
@@ -43,7 +43,7 @@ def expiry_of(data: dict[str, Any]) -> float:
     except (TypeError, ValueError, OverflowError):
         seconds = math.nan
     if not math.isfinite(seconds):
-        debug.log(f"GPTalk login: the answer's expires_at is missing or unreadable; "
+        log(f"GPTalk login: the answer's expires_at is missing or unreadable; "
                   f"the token is used for {UNKNOWN_EXPIRY_LIFETIME:g} s at most")
         return time.time() + UNKNOWN_EXPIRY_LIFETIME
     return seconds / 1000 if seconds > 1e11 else seconds

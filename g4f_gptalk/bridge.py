@@ -65,9 +65,9 @@ def load_plugins() -> dict[str, type]:
         if existing is provider:
             continue
         if existing is not None:
-            from g4f import debug
+            from .compat import log
 
-            debug.log(f"g4f-gptalk: g4f's own {name} is marked not working; {provider.__module__}.{name} takes its place")
+            log(f"g4f-gptalk: g4f's own {name} is marked not working; {provider.__module__}.{name} takes its place")
         _add_to_registry(registry, name, provider)
     return registered
 
@@ -101,8 +101,8 @@ def _load(registry: ModuleType, entry_point: EntryPoint) -> type | None:
 def register_models() -> None:
     """Make each registered provider's models known to ``g4f.models``, adding a provider after g4f's own."""
     models = sys.modules.get("g4f.models")
-    if models is None:
-        return
+    if models is None or not hasattr(models, "ModelUtils"):
+        return  # not imported, or still running (the start-up hook calls again when it has run)
     import g4f.Provider as registry
 
     parses_prefix = "ProviderLoader" in vars(registry)  # g4f 8 reads "Name:model" itself
@@ -167,9 +167,11 @@ def _add_prefixed_alias(models: ModuleType, name: str, model_name: str, provider
     """``model="Name:model"`` for g4f before 8, which looks the whole string up in ``ModelUtils.convert``."""
     alias = f"{name}:{model_name}"
     if alias not in models.ModelUtils.convert:
-        models.ModelUtils.convert[alias] = models.Model(
-            name=alias, base_provider=name, best_provider=provider, long_name=model_name
-        )
+        # g4f answers with the model's long name where its Model has one, else with its name
+        has_long_name = "long_name" in getattr(models.Model, "__dataclass_fields__", {})
+        models.ModelUtils.convert[alias] = _new_model(
+            models, name=alias if has_long_name else model_name, base_provider=name, best_provider=provider,
+            long_name=model_name)
 
 
 def _skip(name: str, reason: str) -> None:
@@ -219,28 +221,34 @@ def _add_to_registry(registry: ModuleType, name: str, provider: type) -> None:
     setattr(registry, name, provider)
 
 
+def _new_model(models: ModuleType, **fields: Any) -> Any:
+    """A ``g4f.models.Model`` of ``fields``, less those this g4f's Model does not have (0.2.x: ``long_name``)."""
+    known = getattr(models.Model, "__dataclass_fields__", None)
+    return models.Model(**{key: value for key, value in fields.items() if known is None or key in known})
+
+
 def _name_of(provider: type) -> str:
     return str(getattr(provider, "label", None) or provider.__name__)
 
 
 def _add_to_model(models: ModuleType, model_name: str, provider: type) -> None:
-    from g4f.providers.retry_provider import IterListProvider
+    from .compat import iter_list_provider, provider_list
 
     model = models.ModelUtils.convert.get(model_name)
     if model is None:
-        model = models.Model(name=model_name, base_provider=_name_of(provider),
-                             best_provider=IterListProvider([provider]))
+        model = _new_model(models, name=model_name, base_provider=_name_of(provider),
+                           best_provider=iter_list_provider([provider]))
         models.ModelUtils.convert[model_name] = model
-    elif isinstance(model.best_provider, IterListProvider):
+    elif provider_list(model.best_provider) is not None:
         if provider not in model.best_provider.providers:
-            model.best_provider.providers.append(provider)
+            model.best_provider.providers.append(provider)  # after g4f's own, in their order
     elif model.best_provider is None:
-        model.best_provider = IterListProvider([provider])
+        model.best_provider = iter_list_provider([provider])
     elif model.best_provider is not provider:
-        model.best_provider = IterListProvider([model.best_provider, provider], shuffle=False)
+        model.best_provider = iter_list_provider([model.best_provider, provider])
     table = getattr(models, "__models__", None)
     if isinstance(table, dict):
-        providers = model.best_provider.providers if isinstance(model.best_provider, IterListProvider) else [provider]
+        providers = provider_list(model.best_provider) or [provider]
         table[model_name] = (model, providers)
     names = getattr(models, "_all_models", None)
     if isinstance(names, list) and model_name not in names:

@@ -11,20 +11,15 @@ import email.utils
 import json
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import g4f.errors
 from g4f.errors import MissingAuthError, RateLimitError, ResponseError
-from g4f.errors import TimeoutError as G4FTimeoutError
 from g4f.requests.raise_for_status import is_cloudflare
 
-if TYPE_CHECKING:
-    from g4f.errors import CloudflareError, G4FError
-else:
-    # g4f before 0.5.9.0 has neither: its errors are plain Exceptions, a challenge a ResponseError
-    G4FError = getattr(g4f.errors, "G4FError", Exception)
-    CloudflareError = getattr(g4f.errors, "CloudflareError", None) or type(
-        "CloudflareError", (ResponseError,), {"__doc__": "A Cloudflare challenge page instead of the answer."})
+from .compat import CloudflareError, G4FError, G4FTimeoutError
+
+__all__ = ["CloudflareError", "G4FError", "GPTalkTimeoutError", "IncompleteReplyError", "InvalidRequestError",
+           "TokenRejectedError"]
 
 EXCERPT_CHARS = 200
 

@@ -32,6 +32,8 @@ from aiohttp import (
 )
 from g4f import debug
 
+from .compat import log
+
 STALE_RETRIES = 8
 """How many reused connections in a row a request may find closed by the server before it gives up."""
 
@@ -70,7 +72,7 @@ async def request(session: ClientSession, method: str, url: str, **options: Any)
             if isinstance(exc, ClientConnectorError) or not _reused.get():
                 raise
             if debug.logging:
-                debug.log(f"GPTalk: a pooled connection was closed by the server ({exc}); sending again")
+                log(f"GPTalk: a pooled connection was closed by the server ({exc}); sending again")
     return await session.request(method, url, **options)
 
 

@@ -25,6 +25,7 @@ from g4f.typing import AsyncResult, CreateResult, Messages
 from . import loops, pool
 from .arguments import URL_ENV, model_of, prompt_of, proxy_password, seconds, service_url, split_proxy
 from .auth import Token, TokenCache, expiry_of
+from .compat import log
 from .errors import G4FError, GPTalkTimeoutError, TokenRejectedError, answer_data, redact, token_of
 from .sse import ReplyText
 
@@ -179,7 +180,7 @@ class _Call:
             async with response:
                 status, headers, body = response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if isinstance(exc, G4FError):
+            if isinstance(exc, GPTalkTimeoutError):  # ours, from _timeout: already says what ran out
                 raise
             raise self._failure(step, exc) from exc
         return answer_data(step, status, headers, body)
@@ -190,7 +191,7 @@ class _Call:
         data = await self._post("login", "/api/chatgpt/user/login", {"fingerprint": fingerprint, "platform": "fingerprint"})
         token = Token(token_of("login", data), expiry_of(data))
         if debug.logging:
-            debug.log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
+            log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
         return token
 
     async def ask(self, tokens: TokenCache, prompt: str, model: str) -> str:
@@ -210,7 +211,7 @@ class _Call:
                 rejections += 1
                 if rejections == 2:
                     raise
-            debug.log("GPTalk ask: the service rejected the token; logging in again")
+            log("GPTalk ask: the service rejected the token; logging in again")
 
     async def _ask_with(self, token: Token, prompt: str, model: str) -> str:
         payload = {
@@ -244,7 +245,7 @@ class _Call:
                     answer_data("stream", response.status, response.headers, await response.read())
                 yield response.content.iter_any()
         except TimeoutError as exc:
-            if isinstance(exc, G4FError):
+            if isinstance(exc, GPTalkTimeoutError):  # ours, from _timeout: already says what ran out
                 raise
             # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
             ran_out = time.monotonic() >= self.deadline - 0.05

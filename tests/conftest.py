@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,12 @@ from g4f_gptalk import GPTalk
 from g4f_gptalk.server import GPTalkServer, ServerThread
 
 HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def pytest_report_header() -> str:
+    import importlib.metadata
+
+    return f"g4f {importlib.metadata.version('g4f')}, aiohttp {importlib.metadata.version('aiohttp')}"
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +54,12 @@ def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str], tmp_path
     monkeypatch.delenv("G4F_GPTALK_URL", raising=False)
     monkeypatch.delenv("G4F_PROXY", raising=False)
     monkeypatch.setattr(g4f.debug, "version_check", False)  # it would ask PyPI
+    # ... and so would g4f in the interpreters the tests start: their HTTP goes to a dead proxy on loopback, and
+    # loopback itself (the local servers) is exempt; aiohttp, and so GPTalk, ignores these settings anyway
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
     GPTalk._tokens.clear()
 
 
@@ -106,7 +119,12 @@ def run_python(code: str, *args: str, env: dict[str, str] | None = None, timeout
     return without_g4f_notices(result.stdout)
 
 
+G4F_NOTICE = re.compile(
+    r"New g4f version[^\n]*\n?|g4f is up-to-date \(version [^)]*\)\.\n?"
+    r"|Failed to check g4f version[^\n]*\n?")
+
+
 def without_g4f_notices(stdout: str) -> str:
-    """stdout less the update notice g4f prints on its first request (it asks PyPI; versions differ in wording)."""
-    return "".join(line for line in stdout.splitlines(keepends=True)
-                   if not line.startswith(("New g4f version available", "g4f is up-to-date", "Failed to check g4f")))
+    """stdout less g4f's update notice: printed from a thread of g4f's after its first request (which asks PyPI,
+    or fails to), it may land in the middle of a line, and its wording differs between g4f releases."""
+    return "\n".join(line for line in G4F_NOTICE.sub("", stdout).split("\n") if line) + "\n"

@@ -119,9 +119,9 @@ def test_a_conversation_without_text_is_refused_before_any_request(server, messa
     assert server.stats["logins"] == 0
 
 
-def test_a_none_content_counts_as_no_text_as_in_g4f(server):
+def test_a_none_content_is_formatted_as_g4f_formats_it(server):
     messages = [{"role": "assistant", "content": None}, {"role": "user", "content": "Hello"}]
-    assert "".join(chat(messages)) == echo_reply(format_prompt([{"role": "assistant", "content": ""}, HELLO[0]]))
+    assert "".join(chat(messages)) == echo_reply(format_prompt(messages))  # what g4f makes of it, sent as is
 
 
 def test_the_cli_refuses_an_empty_prompt_in_one_line():

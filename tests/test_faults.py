@@ -10,9 +10,9 @@ import urllib.request
 import pytest
 import trustme
 from g4f.errors import MissingAuthError, RateLimitError, ResponseError
-from g4f.errors import TimeoutError as G4FTimeoutError
 
 from g4f_gptalk import GPTalk
+from g4f_gptalk.compat import G4FTimeoutError
 from g4f_gptalk.errors import CloudflareError, IncompleteReplyError, InvalidRequestError
 from g4f_gptalk.server import Faults, echo_reply
 

@@ -1,0 +1,47 @@
+"""What older g4f releases lack, stood in for, so that one plugin serves g4f 0.2.9.9 to 8.x.
+
+g4f before 0.5.9.0 has no common ``G4FError`` base (its errors are plain Exceptions) and no ``CloudflareError``;
+before 0.4 no ``TimeoutError``; 0.2.x no ``debug.log`` and no ``IterListProvider``. Each name here is g4f's own
+where g4f has it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import g4f.errors
+from g4f import debug
+from g4f.errors import ResponseError
+
+if TYPE_CHECKING:
+    from g4f.errors import CloudflareError, G4FError
+    from g4f.errors import TimeoutError as G4FTimeoutError
+else:
+    G4FError = getattr(g4f.errors, "G4FError", Exception)
+    CloudflareError = getattr(g4f.errors, "CloudflareError", None) or type(
+        "CloudflareError", (ResponseError,), {"__doc__": "A Cloudflare challenge page instead of the answer."})
+    G4FTimeoutError = getattr(g4f.errors, "TimeoutError", None) or type(
+        "TimeoutError", (Exception,), {"__doc__": "A call ran out of time (g4f's own from 0.4 on)."})
+
+
+def log(text: str) -> None:
+    """``g4f.debug.log(text)``: printed only while g4f's debug logging is on."""
+    if hasattr(debug, "log"):
+        debug.log(text)
+    elif debug.logging:
+        print(text)
+
+
+def iter_list_provider(providers: list[Any]) -> Any:
+    """g4f's provider that tries ``providers`` in order (``IterListProvider``; ``IterProvider`` in 0.2.x)."""
+    from g4f.providers import retry_provider
+
+    if hasattr(retry_provider, "IterListProvider"):
+        return retry_provider.IterListProvider(providers, shuffle=False)
+    return retry_provider.IterProvider(providers)  # in order, always
+
+
+def provider_list(provider: Any) -> list[Any] | None:
+    """The providers a model's ``best_provider`` tries in turn (``IterListProvider``, ``RetryProvider``…), if any."""
+    providers = getattr(provider, "providers", None)
+    return providers if isinstance(providers, list) else None
