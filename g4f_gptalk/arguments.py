@@ -23,7 +23,8 @@ SOCKS_SCHEMES = frozenset(("socks4", "socks5", "socks5h"))
 
 def prompt_of(messages: Messages) -> str:
     """``format_prompt(messages)``, after checking that ``messages`` is a non-empty list of chat messages with some
-    text. As in g4f's ``format_prompt``, a ``None`` content is no text (assistant messages with tool calls have it)."""
+    text. A ``None`` content is no text (assistant messages with tool calls have it), as g4f 6+ formats it; older g4f
+    would send the word "None"."""
     if not isinstance(messages, (list, tuple)):
         raise InvalidRequestError(f"GPTalk: messages must be a list of chat messages, not {type(messages).__name__}")
     if not messages:
@@ -38,7 +39,8 @@ def prompt_of(messages: Messages) -> str:
             raise InvalidRequestError(
                 f"GPTalk: messages[{index}]['content'] must be text or a list of content parts, "
                 f"not {type(content).__name__}")
-    prompt = format_prompt(list(messages))
+    prompt = format_prompt([{**message, "content": ""} if message["content"] is None else message
+                            for message in messages])
     if not isinstance(prompt, str) or not prompt.strip():  # g4f 0.2.x passes a lone message's None content on
         raise InvalidRequestError("GPTalk: the messages have no text to send")
     return prompt

@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import contextlib
 import gc
 import os
 import queue
+import signal
 import threading
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 from . import pool
 
@@ -110,6 +112,7 @@ def _drive(loop: asyncio.AbstractEventLoop, items: AsyncIterator[T], stream: boo
     """Run ``items`` as a task of ``loop``, which this thread runs only while it waits for the next item."""
     ready: collections.deque[T] = collections.deque()
     waiter: asyncio.Future[None] | None = None
+    interrupted = False
 
     async def produce() -> None:
         try:
@@ -121,21 +124,49 @@ def _drive(loop: asyncio.AbstractEventLoop, items: AsyncIterator[T], stream: boo
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        # As asyncio.Runner does: an interrupt while the loop runs cancels the request rather than landing somewhere
+        # inside asyncio's own code; KeyboardInterrupt follows once the request is gone.
+        nonlocal interrupted
+        if not loop.is_running() or task.done():
+            raise KeyboardInterrupt
+        interrupted = True
+        task.cancel()
+        loop.call_soon_threadsafe(lambda: None)  # wakes a select() that waits for the network
+
     task = loop.create_task(produce())
     try:
-        while True:
-            while ready:
-                yield ready.popleft()
-            if task.done():
-                task.result()  # the error, if the items ended with one
-                return
-            waiter = loop.create_future()
-            loop.run_until_complete(waiter)
+        with _ctrl_c_handled_by(on_ctrl_c):
+            while True:
+                while ready:
+                    yield ready.popleft()
+                if task.done():
+                    if interrupted:
+                        raise KeyboardInterrupt
+                    task.result()  # the error, if the items ended with one
+                    return
+                waiter = loop.create_future()
+                loop.run_until_complete(waiter)
     finally:
         if not task.done():
             _cancel(loop, task)
         elif not task.cancelled():
             task.exception()  # retrieved: asyncio must not log it as never retrieved
+
+
+@contextlib.contextmanager
+def _ctrl_c_handled_by(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for SIGINT meanwhile, if this is the main thread and SIGINT has Python's default handler."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:

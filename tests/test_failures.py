@@ -119,9 +119,10 @@ def test_a_conversation_without_text_is_refused_before_any_request(server, messa
     assert server.stats["logins"] == 0
 
 
-def test_a_none_content_is_formatted_as_g4f_formats_it(server):
+def test_a_none_content_counts_as_no_text(server):
     messages = [{"role": "assistant", "content": None}, {"role": "user", "content": "Hello"}]
-    assert "".join(chat(messages)) == echo_reply(format_prompt(messages))  # what g4f makes of it, sent as is
+    as_empty = [{"role": "assistant", "content": ""}, {"role": "user", "content": "Hello"}]
+    assert "".join(chat(messages)) == echo_reply(format_prompt(as_empty))  # not the word "None"
 
 
 def test_the_cli_refuses_an_empty_prompt_in_one_line():

@@ -309,7 +309,7 @@ def test_the_web_gui_lists_gptalk_enabled_and_shows_its_reply_and_g4fs_files_kee
         reply = gui_conversation(base, "GPTalk")
     assert len(listed) == 1 and listed[0]["label"] == "GPTalk" and listed[0]["active_by_default"] is True
     assert not listed[0]["hf_space"]  # the page leaves hf_space entries out of its menu
-    assert "gpt-3.5-turbo" in [model["id"] if isinstance(model, dict) else model for model in models]
+    assert "gpt-3.5-turbo" in [model.get("id", model.get("model")) if isinstance(model, dict) else model for model in models]
     assert reply == REPLY and server.stats["asks"] == 1
     after = g4f_package_files()
     changed = [name for name in after if after[name] != before.get(name)]
