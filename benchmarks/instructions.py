@@ -26,7 +26,7 @@ from g4f_gptalk import GPTalk
 from g4f_gptalk.server import echo_reply
 
 HERE = Path(__file__).parent
-CLIENTS = ["raw", "GPTalk", "seed", "g4f async"]
+CLIENTS = ["raw", "GPTalk", "seed"]
 SYNC_CLIENTS = ["g4f sync", "g4f sync stream"]  # g4f.ChatCompletion.create on the thread's kept loop; sequential
 BASELINE = 10
 
