@@ -60,18 +60,38 @@ class EventDecoder:
             self._partial.append(chunk)
             chunk = b"".join(self._partial)
             self._partial = []
-        lines = chunk.split(b"\n")
+        # Blank lines end events, so the text between two is one event's lines. GPTalk's events are a single
+        # "data: " line, taken whole here; any other event goes line by line.
+        blocks = chunk.split(b"\n\n")
+        lines = blocks.pop().split(b"\n")  # the lines after the last blank one, of an event not yet ended
         tail = lines.pop()
         if tail:
             self._partial.append(tail)
-        return self._events_of(lines)
+        events: list[bytes] = []
+        data = self._data
+        for block in blocks:
+            if data is None and block.startswith(b"data: ") and b"\n" not in block:
+                events.append(block[6:])
+                continue
+            data = _read_lines(block.split(b"\n"), data, events)
+            if data is not None:  # the blank line after the block
+                events.append(_joined(data))
+                data = None
+        self._data = _read_lines(lines, data, events)
+        return events
 
     def close(self) -> list[bytes]:
         """The events left when the stream ends; a last event without its blank line still counts."""
         if self._start:
             self._partial.insert(0, self._start)
         rest, self._partial, self._start = b"".join(self._partial), [], None
-        return self._events_of([rest, b""] if rest else [b""])
+        data, self._data = self._data, None
+        events: list[bytes] = []
+        if rest:
+            data = _read_lines(rest.split(b"\n"), data, events)
+        if data is not None:
+            events.append(_joined(data))
+        return events
 
     def _skip_bom(self, chunk: bytes) -> bytes:
         start = (self._start or b"") + chunk
@@ -81,30 +101,34 @@ class EventDecoder:
         self._start = None
         return start[len(BOM):] if start.startswith(BOM) else start
 
-    def _events_of(self, lines: list[bytes]) -> list[bytes]:
-        events = []
-        data = self._data
-        for line in lines:
-            if not line:  # a blank line dispatches the event, if it had data
-                if data is not None:
-                    events.append(data[0] if len(data) == 1 else b"\n".join(data))
-                    data = None
-            elif line.startswith(b"data"):
-                if line.startswith(b"data: "):
-                    value = line[6:]
-                elif line.startswith(b"data:"):
-                    value = line[5:]
-                elif line == b"data":
-                    value = b""
-                else:
-                    continue  # another field whose name starts with "data"
-                if data is None:
-                    data = [value]
-                else:
-                    data.append(value)
-            # any other line is a comment or a field GPTalk does not use
-        self._data = data
-        return events
+
+def _read_lines(lines: list[bytes], data: list[bytes] | None, events: list[bytes]) -> list[bytes] | None:
+    """Read ``lines`` into ``data``, the data lines of the event under way (None before its first): a blank line
+    adds the event to ``events``. Returns the data lines of the event under way after them."""
+    for line in lines:
+        if not line:  # a blank line dispatches the event, if it had data
+            if data is not None:
+                events.append(_joined(data))
+                data = None
+        elif line.startswith(b"data"):
+            if line.startswith(b"data: "):
+                value = line[6:]
+            elif line.startswith(b"data:"):
+                value = line[5:]
+            elif line == b"data":
+                value = b""
+            else:
+                continue  # another field whose name starts with "data"
+            if data is None:
+                data = [value]
+            else:
+                data.append(value)
+        # any other line is a comment or a field GPTalk does not use
+    return data
+
+
+def _joined(data: list[bytes]) -> bytes:
+    return data[0] if len(data) == 1 else b"\n".join(data)
 
 
 class ReplyText:

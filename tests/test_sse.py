@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -83,6 +84,46 @@ def test_the_decoder_follows_the_whatwg_event_stream_rules(case, split_into):
     decoder = EventDecoder()
     chunks = [wire] if split_into == "one chunk" else [wire[i : i + 1] for i in range(len(wire))]
     assert [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.close() == expected
+
+
+def whatwg_events(wire: bytes) -> list[bytes]:
+    """The event-stream rules applied to a whole stream at once, straight from the spec's wording: what the
+    incremental decoder must give however the stream is split (plus its leniency: an unended last event counts)."""
+    events, data = [], None
+    for line in re.split(rb"\r\n|\r|\n", wire.removeprefix(b"\xef\xbb\xbf")):
+        if not line:
+            if data is not None:
+                events.append(b"\n".join(data))
+            data = None
+            continue
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            data = [*(data or []), value.removeprefix(b" ")]
+    return events if data is None else [*events, b"\n".join(data)]
+
+
+LINES = [b"data: x", b"data", b"data:", b"data:  x", b": c", b"event: y", b"datum: z", b"", b"\xef\xbb\xbf", b"x"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(pieces=st.lists(st.tuples(st.sampled_from(LINES), st.sampled_from([b"\n", b"\r", b"\r\n", b""]), st.booleans()),
+                       max_size=30))
+def test_any_stream_split_anyhow_decodes_as_the_rules_say(pieces):
+    """Lines (or pieces of lines, without their end) with any line end, the stream cut after any of them: what the
+    decoder reads chunk by chunk is what the rules read from the whole."""
+    chunks, chunk = [], b""
+    for line, end, cut_after in pieces:
+        chunk += line + end
+        if cut_after:
+            chunks, chunk = [*chunks, chunk], b""
+    decoder = EventDecoder()
+    assert [event for chunk in [*chunks, chunk] for event in decoder.feed(chunk)] + decoder.close() \
+        == whatwg_events(b"".join(line + end for line, end, _ in pieces))
+
+
+def test_an_event_begun_in_one_chunk_goes_on_in_the_next():
+    decoder = EventDecoder()
+    assert decoder.feed(b"data: a\n") == [] and decoder.feed(b"data: b\n\n") == [b"a\nb"]
 
 
 def test_a_stream_ending_mid_event_still_counts_its_data():
