@@ -86,6 +86,11 @@ def _resolve(future: asyncio.Future[Token | None], value: Token | None) -> None:
         future.set_result(value)
 
 
+def _expire(future: asyncio.Future[Token | None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class TokenCache:
     """The current token for one GPTalk service URL, shared by every loop and thread of the process."""
 
@@ -133,9 +138,10 @@ class TokenCache:
         return token
 
     async def _wait(self, waiter: _Waiter, wait: float) -> Token | None:
+        # a plain timer: asyncio.timeout costs several calls more, and every chat queued for a login pays them
+        timer = waiter.loop.call_later(wait, _expire, waiter.future)
         try:
-            async with asyncio.timeout(wait):
-                return await waiter.future
+            return await waiter.future
         except BaseException:
             with self._guard:
                 if not waiter.handed:
@@ -143,6 +149,8 @@ class TokenCache:
                 elif waiter.value is None:
                     self._hand_on(None)  # it was handed the next login: that turn passes on
             raise
+        finally:
+            timer.cancel()
 
     def _hand_on(self, token: Token | None) -> None:
         """With the guard held, after a login: ``token`` to the first waiters while it lasts, then the next

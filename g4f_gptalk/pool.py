@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import weakref
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -43,17 +42,18 @@ _reused: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_connectio
 class _Connector(TCPConnector):
     """A ``TCPConnector`` that tells each request whether its connection was reused from the pool."""
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._handed_out: weakref.WeakSet[object] = weakref.WeakSet()
-
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
-        # set in the requesting task's own context, so ``request`` reads it after a failure
-        _reused.set(protocol in self._handed_out)
-        self._handed_out.add(protocol)
+        # Set in the requesting task's own context, so ``request`` reads it after a failure. The mark lives on the
+        # connection's protocol object, which aiohttp keeps for as long as the connection is open.
+        _reused.set(getattr(protocol, _SERVED, False))
+        setattr(protocol, _SERVED, True)
         return connection
+
+
+_SERVED = "_gptalk_served"
+"""The attribute that marks a connection's protocol as having served a request."""
 
 
 async def request(session: ClientSession, method: str, url: str, **options: Any) -> ClientResponse:

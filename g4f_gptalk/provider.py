@@ -8,12 +8,11 @@ returns a stream token, and an SSE stream of the reply (see ``sse``). Connection
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 import aiohttp
@@ -105,14 +104,21 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
             stream_token = await call.ask(cls._tokens.setdefault(call.base_url, TokenCache()), prompt, model)
             # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
             reply = ReplyText()
-            async with call.stream(stream_token, reply) as chunks:
-                async for chunk in chunks:
-                    for delta in reply.deltas(chunk):
-                        yield delta
-                    if reply.done:
-                        break  # the reply is complete: what may follow [DONE] is not waited for
-                for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
-                    yield delta
+            try:
+                # The connection goes back to the pool only if the body has ended when reading stops; otherwise
+                # it is closed (aiohttp's rule on release).
+                async with await call.stream(stream_token) as response:
+                    async for chunk in response.content.iter_any():
+                        for delta in reply.deltas(chunk):
+                            yield delta
+                        if reply.done:
+                            break  # the reply is complete: what may follow [DONE] is not waited for
+            except GPTalkTimeoutError:
+                raise
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise call.stream_failure(exc, reply) from exc
+            for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
+                yield delta
         except G4FError as exc:
             redact(exc, call.secrets)  # a server may echo a token back in what the error quotes
             raise
@@ -156,9 +162,9 @@ class _Call:
         # A stall bound no shorter than what is left adds nothing but a timer rescheduled at every read.
         return aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None)
 
-    async def _send(self, step: str, method: str, path: str, **options: Any) -> aiohttp.ClientResponse:
+    def _send(self, step: str, method: str, path: str, **options: Any) -> Awaitable[aiohttp.ClientResponse]:
         """One request's response, its headers read; the caller releases it (``async with response``)."""
-        return await pool.request(self.session, method, self.base_url + path, proxy=self.proxy,
+        return pool.request(self.session, method, self.base_url + path, proxy=self.proxy,
                                   timeout=self._timeout(step), **options)
 
     def _failure(self, step: str, exc: Exception) -> G4FError:
@@ -232,30 +238,28 @@ class _Call:
         self.secrets.append(stream_token)
         return stream_token
 
-    @contextlib.asynccontextmanager
-    async def stream(self, stream_token: str, reply: ReplyText) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The reply stream's network chunks. Stalls and broken connections become g4f errors saying how much of
-        ``reply`` had arrived. The connection goes back to the pool only if its body has ended when the caller
-        stops reading; otherwise it is closed (aiohttp's rule on release)."""
-        try:
-            response = await self._send("stream", "GET", "/api/chatgpt/chatapi/stream", params={"token": stream_token},
-                                        headers=self._headers())
+    async def stream(self, stream_token: str) -> aiohttp.ClientResponse:
+        """The reply stream's response, its status checked; the caller reads and releases it, and turns what fails
+        meanwhile into a g4f error with ``stream_failure``."""
+        response = await self._send("stream", "GET", "/api/chatgpt/chatapi/stream", params={"token": stream_token},
+                                    headers=self._headers())
+        if response.status != 200:
             async with response:
-                if response.status != 200:
-                    answer_data("stream", response.status, response.headers, await response.read())
-                yield response.content.iter_any()
-        except TimeoutError as exc:
-            if isinstance(exc, GPTalkTimeoutError):  # ours, from _timeout: already says what ran out
-                raise
+                answer_data("stream", response.status, response.headers, await response.read())
+        return response
+
+    def stream_failure(self, exc: TimeoutError | aiohttp.ClientError, reply: ReplyText) -> G4FError:
+        """What a stall or a broken connection while reading the stream is for the caller: a g4f error saying how
+        much of ``reply`` had arrived."""
+        if isinstance(exc, TimeoutError):
             # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
             ran_out = time.monotonic() >= self.deadline - 0.05
             cause = "the call's timeout ran out" if ran_out else f"no data for {self.stall:g}s"
-            raise GPTalkTimeoutError(
-                f"GPTalk stream: {cause}; the reply is incomplete after {len(reply.text)} characters") from exc
-        except aiohttp.ClientError as exc:
-            if reply.text or isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-                raise reply.incomplete(f"the connection failed ({exc})") from exc
-            raise self._failure("stream", exc) from exc
+            return GPTalkTimeoutError(
+                f"GPTalk stream: {cause}; the reply is incomplete after {len(reply.text)} characters")
+        if reply.text or isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+            return reply.incomplete(f"the connection failed ({exc})")
+        return self._failure("stream", exc)
 
 
 async def check_login(base_url: str, timeout: float = 15.0) -> None:
