@@ -16,15 +16,23 @@ from collections.abc import AsyncIterator
 from aiohttp import ClientSession
 from g4f.Provider.helper import format_prompt
 
-from g4f_gptalk.provider import BROWSER_HEADERS
+from g4f_gptalk.provider import BROWSER_HEADERS, USER_AGENT
 
 # The same browser headers the provider sends: they are part of the protocol, so part of the wire minimum.
 HEADERS = BROWSER_HEADERS
 
 
+def request_headers(url: str, token: str | None = None) -> dict[str, str]:
+    """What gptalk.net's web client adds to each request: also part of the protocol."""
+    headers = {"origin": url, "referer": url + "/", "x-auth-timestamp": str(int(time.time()))}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
+
+
 def ask_body(messages: list[dict[str, str]], model: str) -> dict[str, object]:
     return {"content": format_prompt(messages), "accept": "stream", "from": 1, "model": model, "is_mobile": 0,
-            "user_agent": "bench", "is_open_ctx": 0, "prompt": "", "roid": 111, "temperature": 0,
+            "user_agent": USER_AGENT, "is_open_ctx": 0, "prompt": "", "roid": 111, "temperature": 0,
             "ctx_msg_count": 3, "created_at": int(time.time())}
 
 
@@ -43,15 +51,17 @@ class RawClient:
             async with self.login_lock:
                 if self.token is None or self.asks == 5:
                     async with self.session.post(f"{self.url}/api/chatgpt/user/login", json={
-                            "fingerprint": secrets.token_hex(16), "platform": "fingerprint"}) as r:
+                            "fingerprint": secrets.token_hex(16), "platform": "fingerprint"},
+                            headers=request_headers(self.url)) as r:
                         self.token = (await r.json())["data"]["token"]
                     self.asks = 0
         self.asks += 1
         token = self.token
         async with self.session.post(f"{self.url}/api/chatgpt/chatapi/text", json=ask_body(messages, model),
-                                     headers={"authorization": f"Bearer {token}"}) as r:
+                                     headers=request_headers(self.url, token)) as r:
             stream_token = (await r.json())["data"]["token"]
-        async with self.session.get(f"{self.url}/api/chatgpt/chatapi/stream", params={"token": stream_token}) as r:
+        async with self.session.get(f"{self.url}/api/chatgpt/chatapi/stream", params={"token": stream_token},
+                                    headers=request_headers(self.url)) as r:
             sent, partial = 0, b""
             async for chunk in r.content.iter_any():
                 lines = (partial + chunk).split(b"\n")
@@ -81,18 +91,19 @@ class SeedClient:
         async with ClientSession(headers=HEADERS) as session:
             if not cls._auth or int(cls._auth["expires_at"]) < timestamp or cls.used_times == 5:
                 data = {"fingerprint": secrets.token_hex(16), "platform": "fingerprint"}
-                async with session.post(f"{cls.url}/api/chatgpt/user/login", json=data) as response:
+                async with session.post(f"{cls.url}/api/chatgpt/user/login", json=data,
+                                        headers=request_headers(cls.url)) as response:
                     response.raise_for_status()
                     cls._auth = (await response.json())["data"]
                 cls.used_times = 0
-            headers = {"authorization": f"Bearer {cls._auth['token']}"}
             async with session.post(f"{cls.url}/api/chatgpt/chatapi/text", json=ask_body(messages, model),
-                                    headers=headers) as response:
+                                    headers=request_headers(cls.url, cls._auth["token"])) as response:
                 response.raise_for_status()
                 token = (await response.json())["data"]["token"]
                 cls.used_times += 1
             last_message = ""
-            async with session.get(f"{cls.url}/api/chatgpt/chatapi/stream", params={"token": token}) as response:
+            async with session.get(f"{cls.url}/api/chatgpt/chatapi/stream", params={"token": token},
+                                   headers=request_headers(cls.url)) as response:
                 response.raise_for_status()
                 async for line in response.content:
                     if line.startswith(b"data: "):
