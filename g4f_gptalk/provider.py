@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable
 from typing import Any, ClassVar
@@ -175,8 +176,10 @@ class _Call:
             return ResponseError(f"GPTalk {step}: the service redirected {len(exc.history)} times in a row; "
                                  f"a redirect loop at {exc.request_info.real_url}?")
         if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError) \
-                and exc.os_error.errno is not None:
-            return ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: {os.strerror(exc.os_error.errno)}")
+                and (errno := exc.os_error.errno) is not None:
+            # a failed name lookup has words of its own; asyncio's words for a failed connect repeat the address
+            reason = exc.os_error.strerror if isinstance(exc.os_error, socket.gaierror) else os.strerror(errno)
+            return ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: {reason}")
         return ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}")
 
     async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 import urllib.request
@@ -152,6 +153,17 @@ def test_an_unreachable_service_is_a_response_error_naming_it(monkeypatch):
     _text, error = fail(timeout=5)
     assert isinstance(error, ResponseError)
     assert str(error) == "GPTalk login: cannot connect to http://127.0.0.1:9: Connection refused"  # once, no "ssl:"
+
+
+def test_a_host_name_that_does_not_resolve_is_said_so(monkeypatch):
+    # an IPv6 address with a scope that names no interface: the lookup fails here, without a packet leaving
+    host = "fe80::1%nosuchif"
+    with pytest.raises(socket.gaierror) as lookup:
+        socket.getaddrinfo(host, 9)
+    monkeypatch.setenv("G4F_GPTALK_URL", "http://[fe80::1%25nosuchif]:9")
+    _text, error = fail(timeout=5)
+    assert isinstance(error, ResponseError)
+    assert str(error) == f"GPTalk login: cannot connect to http://[fe80::1%25nosuchif]:9: {lookup.value.strerror}"
 
 
 @pytest.mark.parametrize(
