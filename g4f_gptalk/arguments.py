@@ -29,18 +29,24 @@ def prompt_of(messages: Messages) -> str:
         raise InvalidRequestError(f"GPTalk: messages must be a list of chat messages, not {type(messages).__name__}")
     if not messages:
         raise InvalidRequestError("GPTalk: messages is empty; send at least one message")
+    no_content = False
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
             raise InvalidRequestError(f"GPTalk: messages[{index}] must be a dict with a 'role' string and 'content'")
         content = message["content"]
+        if isinstance(content, str):
+            continue
         if isinstance(content, list) and not all(isinstance(part, dict) for part in content):
             raise InvalidRequestError(f"GPTalk: messages[{index}]['content'] must be text or a list of content parts")
-        if content is not None and not isinstance(content, (str, list)):
+        if content is None:
+            no_content = True
+        elif not isinstance(content, list):
             raise InvalidRequestError(
                 f"GPTalk: messages[{index}]['content'] must be text or a list of content parts, "
                 f"not {type(content).__name__}")
-    prompt = format_prompt([{**message, "content": ""} if message["content"] is None else message
-                            for message in messages])
+    if no_content:
+        messages = [{**message, "content": ""} if message["content"] is None else message for message in messages]
+    prompt = format_prompt(list(messages))
     if not isinstance(prompt, str) or not prompt.strip():  # g4f 0.2.x passes a lone message's None content on
         raise InvalidRequestError("GPTalk: the messages have no text to send")
     return prompt
@@ -66,7 +72,11 @@ def seconds(name: str, value: Any, default: float) -> float:
 
 def service_url(default: str) -> str:
     """The service address: ``G4F_GPTALK_URL`` if set, else ``default``; must be an http(s) URL."""
-    configured = os.environ.get(URL_ENV)
+    return _service_url(os.environ.get(URL_ENV), default)
+
+
+@functools.lru_cache(maxsize=16)
+def _service_url(configured: str | None, default: str) -> str:
     return checked_url(configured, URL_ENV) if configured else checked_url(default, "GPTalk.url")
 
 

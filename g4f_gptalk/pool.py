@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import (
@@ -83,10 +83,10 @@ class LoopResources:
         self._sessions: dict[tuple[str | None, tuple[tuple[str, str], ...]], ClientSession] = {}
         self._closer: AsyncGenerator[None, None] | None = None
 
-    def session(self, socks_proxy: str | None, headers: Mapping[str, str]) -> ClientSession:
-        """The loop's shared session that sends ``headers`` by default; with ``socks_proxy``, one whose connector
-        goes through that proxy."""
-        key = (socks_proxy, tuple(headers.items()))
+    def session(self, socks_proxy: str | None, headers: tuple[tuple[str, str], ...]) -> ClientSession:
+        """The loop's shared session that sends ``headers`` (name and value pairs) by default; with
+        ``socks_proxy``, one whose connector goes through that proxy."""
+        key = (socks_proxy, headers)
         session = self._sessions.get(key)
         if session is None or session.closed:
             connector: BaseConnector
@@ -132,6 +132,11 @@ async def _close_at_loop_shutdown(loop: asyncio.AbstractEventLoop, resources: Lo
         if _by_loop.get(loop) is resources:
             del _by_loop[loop]
         await resources.aclose()
+
+
+def of_running_loop() -> LoopResources | None:
+    """The running loop's resources, if it has any yet (``for_running_loop`` makes them)."""
+    return _by_loop.get(asyncio.get_running_loop())
 
 
 async def for_running_loop() -> LoopResources:

@@ -49,6 +49,7 @@ BROWSER_HEADERS = {
     "x-auth-openid": "",
     "x-auth-platform": "",
 }
+SESSION_HEADERS = tuple(BROWSER_HEADERS.items())
 
 
 class _ServiceURL(type(AsyncGeneratorProvider)):  # type: ignore[misc]
@@ -97,12 +98,15 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         ``timeout`` (seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
         stream (default: ``timeout``). ``proxy`` is an http(s) or socks URL.
         """
-        prompt, model = prompt_of(messages), cls.get_model(model_of(model, cls.default_model))
-        total = seconds("timeout", timeout, cls.timeout)
-        call = _Call(service_url(cls.default_url), await pool.for_running_loop(), proxy, total,
-                     seconds("stream_timeout", stream_timeout, total))
+        prompt, model = prompt_of(messages), model_of(model, cls.default_model) or cls.default_model
+        if model not in cls.models:  # g4f's get_model returns a listed model as it is, in more steps
+            model = cls.get_model(model)
+        total = cls.timeout if timeout is None else seconds("timeout", timeout, cls.timeout)
+        call = _Call(service_url(cls.default_url), pool.of_running_loop() or await pool.for_running_loop(), proxy,
+                     total, total if stream_timeout is None else seconds("stream_timeout", stream_timeout, total))
         try:
-            stream_token = await call.ask(cls._tokens.setdefault(call.base_url, TokenCache()), prompt, model)
+            tokens = cls._tokens.get(call.base_url) or cls._tokens.setdefault(call.base_url, TokenCache())
+            stream_token = await call.ask(tokens, prompt, model)
             # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
             reply = ReplyText()
             try:
@@ -137,13 +141,13 @@ class _Call:
     def __init__(
         self, base_url: str, resources: pool.LoopResources, proxy: str | None, total: float, stall: float
     ) -> None:
-        http_proxy, socks_proxy = split_proxy(proxy)
+        http_proxy, socks_proxy = split_proxy(proxy) if proxy else (None, None)
         self.base_url = base_url
-        self.session = resources.session(socks_proxy, BROWSER_HEADERS)
+        self.session = resources.session(socks_proxy, SESSION_HEADERS)
         self.proxy = http_proxy
         self.deadline = time.monotonic() + total
         self.stall = stall
-        self.secrets: list[str | None] = [proxy_password(proxy)]
+        self.secrets: list[str | None] = [proxy_password(proxy)] if proxy else []
         """What this call must keep out of its errors: fingerprints, tokens, the proxy password."""
 
     def _headers(self, token: Token | None = None) -> dict[str, str]:
