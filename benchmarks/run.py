@@ -173,6 +173,34 @@ def concurrent(n: int) -> Callable[[Chat], object]:
     return run
 
 
+def interleaved(url: str, blocks: int, size: int, together: bool) -> dict[str, float]:
+    """GPTalk against raw in one event loop, in alternating blocks of ``size`` chats (one after another, or all
+    ``together``), so that both meet the same machine from moment to moment: the ratios of their total wall and CPU
+    time over ``blocks`` blocks each, after one block each to warm up. Its cost per chat includes what a chat's
+    code costs when the machine's caches went cold while it waited for the server."""
+
+    async def main() -> dict[str, float]:
+        clients = {name: make_client(name, url) for name in ("GPTalk", "raw")}
+        spent = {name: [0.0, 0.0] for name in clients}
+        for block in range(blocks + 1):
+            for name in (["raw", "GPTalk"] if block % 2 else ["GPTalk", "raw"]):
+                chat = clients[name][0]
+                wall, cpu = time.perf_counter(), time.process_time()
+                if together:
+                    await concurrent(size)(chat)  # type: ignore[misc]
+                else:
+                    await sequential(size)(chat)  # type: ignore[misc]
+                if block:
+                    spent[name][0] += time.perf_counter() - wall
+                    spent[name][1] += time.process_time() - cpu
+        for _, close in clients.values():
+            await close()  # type: ignore[misc]
+        return {"wall": spent["GPTalk"][0] / spent["raw"][0], "cpu": spent["GPTalk"][1] / spent["raw"][1]}
+
+    gc.collect()
+    return asyncio.run(main())
+
+
 def first_delta(url: str, chats: int = 20) -> Callable[[Chat], object]:
     async def run(chat: Chat) -> dict[str, float]:
         gaps = []
@@ -236,6 +264,9 @@ def main() -> None:
             for client in order:
                 kept[("first delta", client)].append(measure(client, url, first_delta(url)))
             set_faults(url)
+            if round_index >= 0:
+                kept[("interleaved", "sequential")].append(interleaved(url, max(2, args.sequential // 40), 10, False))
+                kept[("interleaved", "concurrent")].append(interleaved(url, max(2, args.sequential // 40), 100, True))
         scaling = {size: statistics.median(many_data_lines(size) for _ in range(3)) for size in (0.6, 1.2, 2.4)}
         report(samples, args.sequential, args.results, scaling)
 
@@ -279,6 +310,14 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, resul
         ratios.append(f"| {client} | {ratio(seq, client, 'wall')} | {ratio(seq, client, 'cpu')} "
                       f"| {ratio('100 concurrent', client, 'wall')} | {ratio('500 concurrent', client, 'wall')} "
                       f"| {ratio('reply 3000', client, 'reply_cpu')} |")
+
+    side_by_side = ["", "| GPTalk / raw, interleaved in one loop (total of alternating blocks; median of rounds) "
+                    "| wall | CPU |", "|---|---|---|",
+                    "| blocks of 10 sequential chats | {} | {} |", "| blocks of 100 concurrent chats | {} | {} |"]
+    for row, kind in ((3, "sequential"), (4, "concurrent")):
+        side_by_side[row] = side_by_side[row].format(
+            *(f"{median(samples[('interleaved', kind)], key):.3f}" for key in ("wall", "cpu")))
+    ratios += side_by_side
 
     def per_chat_us(client: str, over: str, key: str) -> str:
         return f"{paired(seq, client, over, key, operator.sub) / n * 1e6:+.0f}"
