@@ -30,7 +30,7 @@ from pathlib import Path
 import g4f
 from clients import RawClient, SeedClient
 
-from g4f_gptalk import GPTalk, pool
+from g4f_gptalk import GPTalk, loops, pool
 from g4f_gptalk.server import GPTalkServer, echo_reply
 from g4f_gptalk.sse import ReplyText
 
@@ -158,6 +158,42 @@ def sync_chats(url: str, n: int, client: str) -> dict[str, float]:
     return counted(url, in_a_new_thread)
 
 
+def sync_interleaved(url: str, blocks: int, size: int) -> dict[str, float]:
+    """What ``g4f.ChatCompletion.create`` adds per chat over GPTalk async, measured side by side: in one new thread,
+    alternating blocks of ``size`` sync chats and ``size`` async chats run on the same kept loop (so on the same
+    connection and token), after one block each to warm up; microseconds of wall and CPU time per chat."""
+    GPTalk._tokens.clear()
+    spent = {"sync": [0.0, 0.0], "async": [0.0, 0.0]}
+
+    async def async_block() -> AsyncIterator[None]:
+        await sequential(size)(lambda messages: GPTalk.create_async_generator("gpt-3.5-turbo", messages))  # type: ignore[misc]
+        yield None
+
+    def sync_block() -> None:
+        for i in range(size):
+            messages = [{"role": "user", "content": f"chat {i}"}]
+            assert g4f.ChatCompletion.create("gpt-3.5-turbo", messages, provider=GPTalk) == echo_reply(f"chat {i}")
+
+    def run() -> None:
+        for block in range(blocks + 1):
+            for kind in (["sync", "async"] if block % 2 else ["async", "sync"]):
+                wall, cpu = time.perf_counter(), time.process_time()
+                if kind == "sync":
+                    sync_block()
+                else:
+                    list(loops.iterate(async_block(), stream=False))  # on this thread's kept loop, as g4f's sync call
+                if block:
+                    spent[kind][0] += time.perf_counter() - wall
+                    spent[kind][1] += time.process_time() - cpu
+
+    gc.collect()
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    chats = blocks * size
+    return {key: (spent["sync"][i] - spent["async"][i]) / chats * 1e6 for i, key in enumerate(("wall", "cpu"))}
+
+
 def sequential(n: int) -> Callable[[Chat], object]:
     async def run(chat: Chat) -> None:
         for i in range(n):
@@ -267,6 +303,7 @@ def main() -> None:
             if round_index >= 0:
                 kept[("interleaved", "sequential")].append(interleaved(url, max(2, args.sequential // 40), 10, False))
                 kept[("interleaved", "concurrent")].append(interleaved(url, max(2, args.sequential // 40), 100, True))
+                kept[("interleaved", SYNC)].append(sync_interleaved(url, max(2, args.sequential // 40), 10))
         scaling = {size: statistics.median(many_data_lines(size) for _ in range(3)) for size in (0.6, 1.2, 2.4)}
         report(samples, args.sequential, args.results, scaling)
 
@@ -329,6 +366,8 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, resul
         (LOOP_PER_CHAT, "GPTalk", "a new event loop per chat (g4f's own sync wrapper): session, connection, teardown"),
     ):
         overhead.append(f"| {what} | {over} | {per_chat_us(client, over, 'wall')} | {per_chat_us(client, over, 'cpu')} |")
+    overhead.append("| g4f: sync `ChatCompletion.create()`, interleaved with async chats on the same kept loop | GPTalk | "
+                    + " | ".join(f"{median(samples[('interleaved', SYNC)], key):+.0f}" for key in ("wall", "cpu")) + " |")
 
     growth = ["", "| events per reply | wire bytes | " + " | ".join(f"{c} CPU ms" for c in CLIENTS) + " |",
               "|---" * (2 + len(CLIENTS)) + "|"]
