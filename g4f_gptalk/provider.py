@@ -160,17 +160,15 @@ class _Call:
             headers["authorization"] = f"Bearer {token.value}"
         return headers
 
-    def _timeout(self, step: str) -> aiohttp.ClientTimeout:
+    def _send(self, step: str, method: str, path: str, **options: Any) -> Awaitable[aiohttp.ClientResponse]:
+        """One request's response, its headers read; the caller releases it (``async with response``). The request
+        gets what is left of the call's time, and the stall bound if it is the shorter."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise GPTalkTimeoutError(f"GPTalk {step}: the call's timeout ran out before this step")
         # A stall bound no shorter than what is left adds nothing but a timer rescheduled at every read.
-        return aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None)
-
-    def _send(self, step: str, method: str, path: str, **options: Any) -> Awaitable[aiohttp.ClientResponse]:
-        """One request's response, its headers read; the caller releases it (``async with response``)."""
-        return pool.request(self.session, method, self.base_url + path, proxy=self.proxy,
-                                  timeout=self._timeout(step), **options)
+        timeout = aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None)
+        return pool.request(self.session, method, self.base_url + path, proxy=self.proxy, timeout=timeout, **options)
 
     def _failure(self, step: str, exc: Exception) -> G4FError:
         """What a failed request, or the reading of its answer, is for the caller."""
