@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from aiohttp import (
@@ -36,24 +36,17 @@ from .compat import log
 STALE_RETRIES = 8
 """How many reused connections in a row a request may find closed by the server before it gives up."""
 
-_reused: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_connection_reused", default=False)
+_opened: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_connection_opened", default=False)
 
 
 class _Connector(TCPConnector):
-    """A ``TCPConnector`` that tells each request whether its connection was reused from the pool."""
+    """A ``TCPConnector`` that tells a request when it opened a new connection rather than reusing a pooled one.
 
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        connection = await super().connect(req, traces, timeout)
-        protocol = connection.protocol
-        # Set in the requesting task's own context, so ``request`` reads it after a failure. The mark lives on the
-        # connection's protocol object, which aiohttp keeps for as long as the connection is open.
-        _reused.set(getattr(protocol, _SERVED, False))
-        setattr(protocol, _SERVED, True)
-        return connection
+    Only a new connection passes through ``_create_connection``, so a reused one costs nothing extra."""
 
-
-_SERVED = "_gptalk_served"
-"""The attribute that marks a connection's protocol as having served a request."""
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        _opened.set(True)  # in the requesting task's own context, so ``request`` reads it after a failure
+        return await super()._create_connection(req, traces, timeout)
 
 
 async def request(session: ClientSession, method: str, url: str, **options: Any) -> ClientResponse:
@@ -62,14 +55,14 @@ async def request(session: ClientSession, method: str, url: str, **options: Any)
     A keep-alive connection the server closed while it sat in the pool fails the request before any byte of the
     response arrives. As in Go's net/http and urllib3, such a request is sent again on another connection, and
     only then: a failure on a new connection, or once the response has begun, is final, so the server never sees a
-    request twice.
+    request twice. Sessions through a SOCKS proxy (another connector) are not retried.
     """
     for _ in range(STALE_RETRIES):
-        _reused.set(False)
+        _opened.set(False)
         try:
             return await session.request(method, url, **options)
         except (ServerDisconnectedError, ClientOSError) as exc:
-            if isinstance(exc, ClientConnectorError) or not _reused.get():
+            if isinstance(exc, ClientConnectorError) or _opened.get() or not isinstance(session.connector, _Connector):
                 raise
             if debug.logging:
                 log(f"GPTalk: a pooled connection was closed by the server ({exc}); sending again")
@@ -80,15 +73,17 @@ class LoopResources:
     """What GPTalk keeps for one event loop: its HTTP sessions, by SOCKS proxy."""
 
     def __init__(self) -> None:
-        self._sessions: dict[tuple[str | None, tuple[tuple[str, str], ...]], ClientSession] = {}
+        # by SOCKS proxy and by which headers object (kept here, so that its id stays its own)
+        self._sessions: dict[tuple[str | None, int], tuple[ClientSession, Mapping[str, str]]] = {}
         self._closer: AsyncGenerator[None, None] | None = None
 
-    def session(self, socks_proxy: str | None, headers: tuple[tuple[str, str], ...]) -> ClientSession:
-        """The loop's shared session that sends ``headers`` (name and value pairs) by default; with
-        ``socks_proxy``, one whose connector goes through that proxy."""
-        key = (socks_proxy, headers)
-        session = self._sessions.get(key)
-        if session is None or session.closed:
+    def session(self, socks_proxy: str | None, headers: Mapping[str, str]) -> ClientSession:
+        """The loop's shared session that sends ``headers`` by default; with ``socks_proxy``, one whose connector
+        goes through that proxy. ``headers`` is a constant of the caller's: it is told apart from others by
+        identity, not by content, which would cost hashing every header at every call."""
+        key = (socks_proxy, id(headers))
+        entry = self._sessions.get(key)
+        if entry is None or entry[0].closed:
             connector: BaseConnector
             if socks_proxy is None:
                 connector = _Connector()
@@ -96,11 +91,11 @@ class LoopResources:
                 from g4f.requests.aiohttp import get_connector  # needs aiohttp_socks, only for SOCKS proxies
 
                 connector = get_connector(proxy=socks_proxy)
-            session = self._sessions[key] = ClientSession(connector=connector, headers=headers)
-        return session
+            entry = self._sessions[key] = (ClientSession(connector=connector, headers=headers), headers)
+        return entry[0]
 
     async def aclose(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
+        sessions, self._sessions = [session for session, _ in self._sessions.values()], {}
         for session in sessions:
             await session.close()
 

@@ -282,3 +282,19 @@ def test_requests_go_through_a_socks5_proxy(server):
     reply, connects = asyncio.run(through_socks())
     assert reply == echo_reply("Hello") and connects == [("127.0.0.1", server.port)]  # one pooled connection, via SOCKS
     assert server.stats["logins"] == 1 and server.stats["streams"] == 1
+
+
+
+def test_a_request_that_fails_through_a_socks5_proxy_is_not_sent_again(server):
+    # Only GPTalk's own connector tells a new connection from a reused one: through a SOCKS proxy nothing is resent.
+    server.faults = Faults(login=["drop"])
+
+    async def through_socks() -> tuple[str, BaseException | None]:
+        async with Socks5Relay() as proxy:
+            result = await partial_chat(HELLO, proxy=proxy)
+            await pool.close_running_loop()
+        return result
+
+    text, error = asyncio.run(through_socks())
+    assert isinstance(error, g4f.errors.ResponseError) and "GPTalk login: request to" in str(error) and text == ""
+    assert server.stats["logins"] == 1
