@@ -108,6 +108,12 @@ class TokenCache:
         token.asks += 1
         return token
 
+    def take(self) -> Token | None:
+        """The current token counted for one ask if it has asks left, else None (then ``reserve``): four asks in
+        five need nothing more, and no coroutine."""
+        with self._guard:
+            return self._take()
+
     async def reserve(self, login: Callable[[], Awaitable[Token]], wait: float) -> Token:
         """A token counted for one ask: the current one if it has asks left, else one from a login: ``login()``,
         or another chat's. Raises ``TimeoutError`` if another chat's login takes more than ``wait`` seconds."""

@@ -49,7 +49,6 @@ BROWSER_HEADERS = {
     "x-auth-openid": "",
     "x-auth-platform": "",
 }
-SESSION_HEADERS = tuple(BROWSER_HEADERS.items())
 
 
 class _ServiceURL(type(AsyncGeneratorProvider)):  # type: ignore[misc]
@@ -135,6 +134,24 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         return loops.iterate(cls.create_async_generator(model, messages, **kwargs), stream)
 
 
+def ask_payload(prompt: str, model: str) -> dict[str, Any]:
+    """The ask's body, as gptalk.net's web client sends it."""
+    return {
+        "content": prompt,
+        "accept": "stream",
+        "from": 1,
+        "model": model,
+        "is_mobile": 0,
+        "user_agent": USER_AGENT,
+        "is_open_ctx": 0,
+        "prompt": "",
+        "roid": 111,
+        "temperature": 0,
+        "ctx_msg_count": 3,
+        "created_at": int(time.time()),
+    }
+
+
 class _Call:
     """The requests of one chat, all sharing its loop's pooled session, its proxy and its time bounds."""
 
@@ -143,7 +160,7 @@ class _Call:
     ) -> None:
         http_proxy, socks_proxy = split_proxy(proxy) if proxy else (None, None)
         self.base_url = base_url
-        self.session = resources.session(socks_proxy, SESSION_HEADERS)
+        self.session = resources.session(socks_proxy, BROWSER_HEADERS)
         self.proxy = http_proxy
         self.deadline = time.monotonic() + total
         self.stall = stall
@@ -209,39 +226,26 @@ class _Call:
         """The stream token for ``prompt``, asked with a token from ``tokens``; a rejected token is replaced once."""
         rejections = 0
         while True:
-            try:
-                token = await tokens.reserve(self.login, self.deadline - time.monotonic())
-            except TimeoutError:
-                raise GPTalkTimeoutError(
-                    "GPTalk login: the call's timeout ran out while another chat was logging in") from None
+            token = tokens.take()
+            if token is None:
+                try:
+                    token = await tokens.reserve(self.login, self.deadline - time.monotonic())
+                except TimeoutError:
+                    raise GPTalkTimeoutError(
+                        "GPTalk login: the call's timeout ran out while another chat was logging in") from None
             self.secrets.append(token.value)
             try:
-                return await self._ask_with(token, prompt, model)
+                data = await self._post("ask", "/api/chatgpt/chatapi/text", ask_payload(prompt, model), token)
+                stream_token = token_of("ask", data)
             except TokenRejectedError:
                 tokens.drop(token)
                 rejections += 1
                 if rejections == 2:
                     raise
-            log("GPTalk ask: the service rejected the token; logging in again")
-
-    async def _ask_with(self, token: Token, prompt: str, model: str) -> str:
-        payload = {
-            "content": prompt,
-            "accept": "stream",
-            "from": 1,
-            "model": model,
-            "is_mobile": 0,
-            "user_agent": USER_AGENT,
-            "is_open_ctx": 0,
-            "prompt": "",
-            "roid": 111,
-            "temperature": 0,
-            "ctx_msg_count": 3,
-            "created_at": int(time.time()),
-        }
-        stream_token = token_of("ask", await self._post("ask", "/api/chatgpt/chatapi/text", payload, token))
-        self.secrets.append(stream_token)
-        return stream_token
+                log("GPTalk ask: the service rejected the token; logging in again")
+                continue
+            self.secrets.append(stream_token)
+            return stream_token
 
     async def stream(self, stream_token: str) -> aiohttp.ClientResponse:
         """The reply stream's response, its status checked; the caller reads and releases it, and turns what fails
