@@ -97,9 +97,9 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         ``timeout`` (seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
         stream (default: ``timeout``). ``proxy`` is an http(s) or socks URL.
         """
-        prompt, model = prompt_of(messages), model_of(model, cls.default_model) or cls.default_model
-        if model not in cls.models:  # g4f's get_model returns a listed model as it is, in more steps
-            model = cls.get_model(model)
+        prompt = prompt_of(messages)
+        if model not in cls.models:  # a listed model needs no check, and g4f's get_model returns it as it is
+            model = cls.get_model(model_of(model, cls.default_model) or cls.default_model)
         total = cls.timeout if timeout is None else seconds("timeout", timeout, cls.timeout)
         call = _Call(service_url(cls.default_url), pool.of_running_loop() or await pool.for_running_loop(), proxy,
                      total, total if stream_timeout is None else seconds("stream_timeout", stream_timeout, total))
