@@ -208,7 +208,7 @@ class _Call:
             async with response:
                 status, headers, body = response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if isinstance(exc, GPTalkTimeoutError):  # ours, from _timeout: already says what ran out
+            if isinstance(exc, GPTalkTimeoutError):  # ours, from _send: already says what ran out
                 raise
             raise self._failure(step, exc) from exc
         return answer_data(step, status, headers, body)
