@@ -31,6 +31,15 @@ from typing import Any, TypeVar
 
 from . import pool
 
+try:
+    # signal.getsignal and signal.signal wrap these in enum conversions that cost about 11 µs per sync call (three
+    # failed enum lookups, each raising and catching ValueError); for SIGINT's handlers they return the same objects
+    from _signal import getsignal as _getsignal  # type: ignore[import-not-found]
+    from _signal import signal as _set_handler
+except ImportError:  # a Python without CPython's _signal module
+    from signal import getsignal as _getsignal
+    from signal import signal as _set_handler
+
 T = TypeVar("T")
 CANCEL_WAIT = 5.0
 """Seconds a caller that stopped early waits for its request to be cancelled."""
@@ -158,15 +167,15 @@ def _drive(loop: asyncio.AbstractEventLoop, items: AsyncIterator[T], stream: boo
 def _ctrl_c_handled_by(handler: Callable[[int, Any], None]) -> Iterator[None]:
     """``handler`` for SIGINT meanwhile, if this is the main thread and SIGINT has Python's default handler."""
     if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            _getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-    signal.signal(signal.SIGINT, handler)
+    _set_handler(signal.SIGINT, handler)
     try:
         yield
     finally:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _set_handler(signal.SIGINT, signal.default_int_handler)
 
 
 def _cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:

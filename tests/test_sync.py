@@ -7,6 +7,7 @@ import gc
 import logging
 import math
 import os
+import signal
 import textwrap
 import threading
 import time
@@ -98,6 +99,21 @@ def test_a_caller_that_stops_a_sync_stream_early_cancels_the_request_silently(se
     assert create() == REPLY and server.stats["connections"] == 2
     client_side = [record for record in caplog.records if not record.name.startswith("aiohttp.")]  # not the server's
     assert client_side == [] and capsys.readouterr().err == ""
+
+
+def test_a_sync_call_in_the_main_thread_handles_ctrl_c_meanwhile_and_gives_it_back(server):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (tox starts it ignored)
+    try:
+        during = []
+        text = ""
+        for delta in create(stream=True):
+            during.append(signal.getsignal(signal.SIGINT))
+            text += delta
+        assert text == REPLY
+        assert all(callable(handler) and handler is not signal.default_int_handler for handler in during)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_sync_timeout_is_gptalks_own_error_after_the_text_received(server):
