@@ -159,9 +159,10 @@ def sync_chats(url: str, n: int, client: str) -> dict[str, float]:
 
 
 def sync_interleaved(url: str, blocks: int, size: int) -> dict[str, float]:
-    """What ``g4f.ChatCompletion.create`` adds per chat over GPTalk async, measured side by side: in one new thread,
-    alternating blocks of ``size`` sync chats and ``size`` async chats run on the same kept loop (so on the same
-    connection and token), after one block each to warm up; microseconds of wall and CPU time per chat."""
+    """What ``g4f.ChatCompletion.create`` adds per chat over GPTalk async, measured side by side: in the calling
+    thread (the main thread, as for most sync callers, so that its Ctrl-C handling counts), alternating blocks of
+    ``size`` sync chats and ``size`` async chats run on the same kept loop (so on the same connection and token),
+    after one block each to warm up; microseconds of wall and CPU time per chat."""
     GPTalk._tokens.clear()
     spent = {"sync": [0.0, 0.0], "async": [0.0, 0.0]}
 
@@ -187,9 +188,7 @@ def sync_interleaved(url: str, blocks: int, size: int) -> dict[str, float]:
                     spent[kind][1] += time.process_time() - cpu
 
     gc.collect()
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
+    run()
     chats = blocks * size
     return {key: (spent["sync"][i] - spent["async"][i]) / chats * 1e6 for i, key in enumerate(("wall", "cpu"))}
 
