@@ -89,7 +89,7 @@ def for_status(step: str, status: int, body: bytes, headers: Mapping[str, str] |
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """The seconds a ``Retry-After`` header asks for (a number of seconds or an HTTP date), if it is readable."""
     value = headers.get("Retry-After", "").strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # HTTP's delta-seconds; str.isdigit alone also takes "¹" or "٣"
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()

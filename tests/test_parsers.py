@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from g4f_gptalk.auth import Token, expiry_of
-from g4f_gptalk.errors import G4FError, answer_data, token_of
+from g4f_gptalk.errors import G4FError, answer_data, retry_after, token_of
 from g4f_gptalk.sse import ReplyText
 
 json_values = st.recursive(
@@ -39,6 +39,7 @@ def login(status: int, answer_headers: dict[str, str], body: bytes) -> Token:
 
 @settings(max_examples=500, deadline=None)
 @given(status=statuses, answer_headers=headers, body=bodies)
+@example(status=429, answer_headers={"Retry-After": "¹"}, body=b"")  # a digit to str.isdigit, not to float
 def test_any_login_answer_gives_a_usable_token_or_a_g4f_error(status, answer_headers, body):
     try:
         token = login(status, answer_headers, body)
@@ -103,3 +104,10 @@ def test_any_json_in_events_gives_exactly_the_content_or_a_g4f_error_after_it(va
     text, error, _reply = read([wire + (b"data: [DONE]\n\n" if done else b"")])
     assert text == expected
     assert (error is None) is (done and not failed)
+
+
+def test_retry_after_takes_ascii_seconds_or_an_http_date():
+    assert retry_after({"Retry-After": " 120 "}) == 120.0
+    assert retry_after({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}) == 0.0  # a date past: no wait
+    assert retry_after({"Retry-After": "¹"}) is None and retry_after({"Retry-After": "٣"}) is None
+    assert retry_after({}) is None
