@@ -92,6 +92,13 @@ def checked_url(raw: str, setting: str) -> str:
     return str(url).rstrip("/")
 
 
+@functools.lru_cache(maxsize=16)
+def origin_of(url: str) -> str:
+    """The origin of a service address, for the ``Origin`` header: scheme, host and port, without any path (RFC
+    6454); ``Referer`` keeps the path."""
+    return str(URL(url).origin())
+
+
 def split_proxy(proxy: str | None) -> tuple[str | None, str | None]:
     """``proxy`` as (http proxy for each request, socks proxy for the connector); checks it is a proxy URL."""
     if not proxy:

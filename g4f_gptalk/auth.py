@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import math
 import os
 import threading
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .compat import log
+from .errors import http_date
 
 MAX_ASKS_PER_TOKEN = 5
 CLOCK_SKEW = 5.0
@@ -34,19 +36,58 @@ UNKNOWN_EXPIRY_LIFETIME = 300.0
 """Seconds a token is used for when the login answer does not say when it expires."""
 
 
-def expiry_of(data: dict[str, Any]) -> float:
-    """``data.expires_at`` of a login answer as Unix seconds (milliseconds and numeric strings are accepted too);
-    missing or unreadable, a conservative ``UNKNOWN_EXPIRY_LIFETIME`` from now."""
-    value = data.get("expires_at")
+def expiry_of(data: dict[str, Any], date: str | None = None) -> float:
+    """When a login answer's token expires, in Unix seconds by this machine's clock.
+
+    ``data.expires_at`` is read as Unix seconds or milliseconds (numbers or numeric strings), whichever reading is
+    the nearer future, so that neither far-future seconds nor milliseconds are misread; or as an ISO-8601 time. It
+    is a time by the server's clock: ``date``, the answer's ``Date`` header, says how far that clock is from ours,
+    and the expiry moves by as much (as HTTP caches correct an age). Missing, 0, empty, unreadable or already past
+    by the server's clock, it is not given: the token is used for ``UNKNOWN_EXPIRY_LIFETIME`` at most.
+    """
+    now = time.time()
+    server_now = http_date(date) if date else None
+    offset = 0.0 if server_now is None else now - server_now
+    expires = _instant(data.get("expires_at"), now - offset)
+    if expires is None:
+        log(f"GPTalk login: the answer gives no usable expires_at; the token is used for "
+            f"{UNKNOWN_EXPIRY_LIFETIME:g} s at most")
+        return now + UNKNOWN_EXPIRY_LIFETIME
+    if abs(offset) >= CLOCK_SKEW:
+        log(f"GPTalk login: the service's clock is {abs(offset):.0f} s {'behind' if offset > 0 else 'ahead of'} "
+            f"this machine's; its expires_at is read by its own clock")
+    return expires + offset
+
+
+def _instant(value: Any, server_now: float) -> float | None:
+    """``expires_at`` as Unix seconds by the server's clock if it is a time after ``server_now``, else None."""
+    if isinstance(value, str) and not _is_number(value):
+        try:
+            when = datetime.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp()
+        return seconds if seconds > server_now else None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
     try:
-        seconds = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if not math.isfinite(seconds):
-        log(f"GPTalk login: the answer's expires_at is missing or unreadable; "
-                  f"the token is used for {UNKNOWN_EXPIRY_LIFETIME:g} s at most")
-        return time.time() + UNKNOWN_EXPIRY_LIFETIME
-    return seconds / 1000 if seconds > 1e11 else seconds
+        number = float(value)
+    except OverflowError:  # an integer too large for a float: no time this century
+        return None
+    if not math.isfinite(number) or number <= 0:
+        return None
+    later = [reading for reading in (number, number / 1000) if reading > server_now]
+    return min(later) if later else None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(eq=False)

@@ -91,11 +91,16 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("Retry-After", "").strip()
     if value.isascii() and value.isdigit():  # HTTP's delta-seconds; str.isdigit alone also takes "¹" or "٣"
         return float(value)
+    when = http_date(value)
+    return None if when is None else max(0.0, round(when - time.time()))
+
+
+def http_date(value: str) -> float | None:
+    """An HTTP date (``Date``, ``Retry-After``) in Unix seconds, if it is readable."""
     try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
+        return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, round(when - time.time()))
 
 
 def envelope_data(step: str, payload: Any, body: bytes) -> dict[str, Any]:

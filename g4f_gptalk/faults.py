@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ class Faults:
     unanswered, after the request was counted), ``"retry-after"`` (429 asking to wait
     30 s), ``"redirect-loop"`` (307 to itself), ``"deep"`` (a token nested 100,000 lists deep), ``"crlf-token"``
     (a token with a line break), ``"echo-auth"`` (400 quoting the request's authorization); login only:
-    ``"no-expiry"``, ``"bad-expiry"`` (a working token without a readable ``expires_at``).
+    ``"no-expiry"``, ``"bad-expiry"`` (a working token without a readable ``expires_at``); ask only:
+    ``"count-drop"`` (the ask is read and counted against its token, then the connection is dropped unanswered).
     stream modes: ``"cut"`` (connection dropped midway), ``"no-done"``, ``"bad-json"``, ``"non-string"``,
     ``"stall"`` (stops sending midway), ``"rewrite"`` (changes sent text), ``"noise"`` (SSE comments, ``event:``/
     ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"cr"`` (bare ``\\r`` line ends, valid too),
@@ -42,6 +44,17 @@ class Faults:
     """Steps whose next request on a reused keep-alive connection is met by closing that connection, unanswered and
     uncounted, as a server does that closed an idle connection just as the client sent on it; one entry a request."""
     seed: int = 0
+    tail_after_done: float = 0.0
+    """Seconds between ``data: [DONE]`` and the end of the stream's body, as behind a proxy that ends it late."""
+    tail_until_next_request: bool = False
+    """End each stream's body after ``data: [DONE]`` only when the server's next request arrives: a tail shorter
+    than the time to the client's next chat, as a few milliseconds are on a real network, without timing."""
+    expires_at: str = "seconds"
+    """How logins give ``expires_at``: ``"seconds"``, ``"milliseconds"``, ``"iso"`` (ISO-8601, UTC), ``"zero"``,
+    ``"empty"`` or ``"far-future"`` (9999-12-31 in seconds); the token lasts ``token_ttl`` whatever it says."""
+    clock_offset: float = 0.0
+    """Seconds the server's clock is ahead of the real time (behind if negative): its ``Date`` header, its
+    ``expires_at`` and its own expiry checks all follow it."""
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -73,8 +86,8 @@ def answer(mode: str, request: web.Request) -> web.Response | None:
         return web.json_response({"code": 0, "data": {"token": "abc\r\nx-injected: 1", "expires_at": 2**31}})
     if mode == "echo-auth":
         return web.Response(status=400, text=f"bad request with authorization: {request.headers.get('authorization')}")
-    if mode in ("no-expiry", "bad-expiry"):
-        return None  # the login answers, with that flaw
+    if mode in ("no-expiry", "bad-expiry", "count-drop"):
+        return None  # the step answers with that flaw, or applies it itself
     if mode.isdigit():
         return web.json_response({"code": int(mode), "msg": f"simulated HTTP {mode}", "data": None}, status=int(mode))
     if mode == "html":
@@ -89,6 +102,18 @@ def answer(mode: str, request: web.Request) -> web.Response | None:
         code = 401 if mode == "auth-code" else 10401
         return web.json_response({"code": code, "msg": "token expired, please log in again", "data": None})
     return web.json_response({"code": 0, "msg": "ok", "data": {}})  # "no-token"
+
+
+FAR_FUTURE = 253402300799  # 9999-12-31T23:59:59Z in Unix seconds
+
+
+def expires_at_field(fmt: str, expires_at: float) -> object:
+    """``expires_at`` as a login answer gives it in format ``fmt`` (see ``Faults.expires_at``)."""
+    if fmt == "milliseconds":
+        return int(expires_at * 1000)
+    if fmt == "iso":
+        return datetime.datetime.fromtimestamp(expires_at, datetime.UTC).isoformat()
+    return {"zero": 0, "empty": "", "far-future": FAR_FUTURE}.get(fmt, int(expires_at))
 
 
 async def break_stream(mode: str, request: web.Request, response: web.StreamResponse, content: str,

@@ -1,5 +1,5 @@
-"""HTTP sessions pooled per event loop, closed when that loop shuts down, and requests that survive stale
-keep-alive connections.
+"""HTTP sessions pooled per event loop, closed when that loop shuts down; requests that survive stale keep-alive
+connections; and bodies drained after the reply so that their connections stay pooled.
 
 Every chat in a loop shares one ``aiohttp.ClientSession`` (one per SOCKS proxy, which needs its own connector), so
 sequential and concurrent chats reuse keep-alive connections instead of opening one per call. Sync callers get a
@@ -11,6 +11,12 @@ call ``loop.shutdown_asyncgens()`` before closing a loop, which runs the generat
 sessions there. A loop closed without that (``run_until_complete`` then ``close()``) is noticed the next time the
 pool serves a new loop: its sessions are marked closed and dropped, so that nothing keeps them or the loop alive,
 and Python closes their sockets when it frees them.
+
+A reply is complete at ``data: [DONE]``, but a proxy in front of the service may end the body a moment later. The
+chat does not wait for that: ``finish`` hands the response to a drain task of its loop, which reads and discards
+the rest, as urllib3 does on release and Chromium's HttpResponseBodyDrainer does with a body nobody wants (at most
+16 KiB, within 5 s: past that a new connection is cheaper). aiohttp returns a connection to the pool the moment its
+body ends; a body that does not end within the bound is closed with its connection.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 from aiohttp import (
     BaseConnector,
     ClientConnectorError,
+    ClientError,
     ClientOSError,
     ClientResponse,
     ClientSession,
@@ -35,6 +42,10 @@ from .compat import log
 
 STALE_RETRIES = 8
 """How many reused connections in a row a request may find closed by the server before it gives up."""
+DRAIN_BYTES = 16384
+"""How much may follow ``data: [DONE]`` in a body whose connection is still worth keeping."""
+DRAIN_SECONDS = 5.0
+"""How long a body may go on after ``data: [DONE]`` before its connection is closed instead of kept."""
 
 _opened: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_connection_opened", default=False)
 
@@ -49,13 +60,20 @@ class _Connector(TCPConnector):
         return await super()._create_connection(req, traces, timeout)
 
 
-async def request(session: ClientSession, method: str, url: str, **options: Any) -> ClientResponse:
+class StaleConnectionError(Exception):
+    """A request sent on a reused keep-alive connection got no answer: the connection failed before the first byte
+    of a response. The server may have closed it while it was idle, or read the request and then dropped it."""
+
+
+async def request(session: ClientSession, method: str, url: str, *, resend: bool = True,
+                  **options: Any) -> ClientResponse:
     """``session.request(...)``, its response's headers read; the caller releases it (``async with response``).
 
     A keep-alive connection the server closed while it sat in the pool fails the request before any byte of the
-    response arrives. As in Go's net/http and urllib3, such a request is sent again on another connection, and
-    only then: a failure on a new connection, or once the response has begun, is final, so the server never sees a
-    request twice. Sessions through a SOCKS proxy (another connector) are not retried.
+    response arrives. Such a request is sent again on another connection (up to ``STALE_RETRIES`` times), and only
+    then: a failure on a new connection, or once the response has begun, is final. With ``resend=False`` it raises
+    ``StaleConnectionError`` instead, for a caller that must count what the server may have read before it sends
+    again. Sessions through a SOCKS proxy (another connector) cannot tell, and are not retried.
     """
     for _ in range(STALE_RETRIES):
         _opened.set(False)
@@ -64,6 +82,8 @@ async def request(session: ClientSession, method: str, url: str, **options: Any)
         except (ServerDisconnectedError, ClientOSError) as exc:
             if isinstance(exc, ClientConnectorError) or _opened.get() or not isinstance(session.connector, _Connector):
                 raise
+            if not resend:
+                raise StaleConnectionError(str(exc)) from exc
             if debug.logging:
                 log(f"GPTalk: a pooled connection was closed by the server ({exc}); sending again")
     return await session.request(method, url, **options)
@@ -76,6 +96,18 @@ class LoopResources:
         # by SOCKS proxy and by which headers object (kept here, so that its id stays its own)
         self._sessions: dict[tuple[str | None, int], tuple[ClientSession, Mapping[str, str]]] = {}
         self._closer: AsyncGenerator[None, None] | None = None
+        self.draining: set[asyncio.Task[None]] = set()
+        """Drain tasks under way (see ``finish``)."""
+
+    def finish(self, response: ClientResponse) -> None:
+        """Let go of a stream ``response`` whose reply is complete: its connection goes back to the pool when its body
+        ends, now or within the drain bound, read meanwhile by a task of this loop; otherwise it is closed."""
+        if response.content.is_eof():
+            response.release()
+            return
+        task = asyncio.get_running_loop().create_task(_drain(response))
+        self.draining.add(task)
+        task.add_done_callback(self.draining.discard)
 
     def session(self, socks_proxy: str | None, headers: Mapping[str, str]) -> ClientSession:
         """The loop's shared session that sends ``headers`` by default; with ``socks_proxy``, one whose connector
@@ -95,6 +127,10 @@ class LoopResources:
         return entry[0]
 
     async def aclose(self) -> None:
+        for task in list(self.draining):
+            task.cancel()
+        if self.draining:
+            await asyncio.wait(self.draining)
         sessions, self._sessions = [session for session, _ in self._sessions.values()], {}
         for session in sessions:
             await session.close()
@@ -114,6 +150,20 @@ class LoopResources:
                 pass
             finally:
                 step.close()
+
+
+async def _drain(response: ClientResponse) -> None:
+    """Read and discard what follows the reply, within ``DRAIN_BYTES`` and ``DRAIN_SECONDS``. aiohttp puts the
+    connection back in the pool the moment the body ends; a body still going when reading stops is closed."""
+    received = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while received <= DRAIN_BYTES and (chunk := await response.content.readany()):
+                received += len(chunk)
+    except (TimeoutError, ClientError):
+        pass
+    finally:
+        response.close()  # nothing left to close if the body ended: its connection is pooled already
 
 
 # The resources of each loop that has served a chat. A closed loop's entry is swept out when the next new loop

@@ -8,6 +8,7 @@ returns a stream token, and an SSE stream of the reply (see ``sse``). Connection
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMix
 from g4f.typing import AsyncResult, CreateResult, Messages
 
 from . import loops, pool
-from .arguments import URL_ENV, model_of, prompt_of, proxy_password, seconds, service_url, split_proxy
+from .arguments import URL_ENV, model_of, origin_of, prompt_of, proxy_password, seconds, service_url, split_proxy
 from .auth import Token, TokenCache, expiry_of
 from .compat import log
 from .errors import G4FError, GPTalkTimeoutError, TokenRejectedError, answer_data, redact, token_of
@@ -101,26 +102,34 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         if model not in cls.models:  # a listed model needs no check, and g4f's get_model returns it as it is
             model = cls.get_model(model_of(model, cls.default_model) or cls.default_model)
         total = cls.timeout if timeout is None else seconds("timeout", timeout, cls.timeout)
-        call = _Call(service_url(cls.default_url), pool.of_running_loop() or await pool.for_running_loop(), proxy,
+        resources = pool.of_running_loop() or await pool.for_running_loop()
+        if resources.draining:
+            # One turn of the loop takes in what has arrived meanwhile: an earlier stream whose body has ended gives
+            # its connection back before this chat picks one (a sync caller's loop stands still between calls).
+            await asyncio.sleep(0)
+        call = _Call(service_url(cls.default_url), resources, proxy,
                      total, total if stream_timeout is None else seconds("stream_timeout", stream_timeout, total))
         try:
             tokens = cls._tokens.get(call.base_url) or cls._tokens.setdefault(call.base_url, TokenCache())
             stream_token = await call.ask(tokens, prompt, model)
             # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
             reply = ReplyText()
+            response = await call.stream(stream_token)
             try:
-                # The connection goes back to the pool only if the body has ended when reading stops; otherwise
-                # it is closed (aiohttp's rule on release).
-                async with await call.stream(stream_token) as response:
-                    async for chunk in response.content.iter_any():
-                        for delta in reply.deltas(chunk):
-                            yield delta
-                        if reply.done:
-                            break  # the reply is complete: what may follow [DONE] is not waited for
+                async for chunk in response.content.iter_any():
+                    for delta in reply.deltas(chunk):
+                        yield delta
+                    if reply.done:
+                        break  # the reply is complete: what may follow [DONE] is drained in the background
             except GPTalkTimeoutError:
                 raise
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise call.stream_failure(exc, reply) from exc
+            finally:
+                if reply.done:
+                    resources.finish(response)
+                else:  # pooled if the body has ended, else closed with its connection (aiohttp's rule on release)
+                    response.release()
             for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
                 yield delta
         except G4FError as exc:
@@ -160,6 +169,7 @@ class _Call:
     ) -> None:
         http_proxy, socks_proxy = split_proxy(proxy) if proxy else (None, None)
         self.base_url = base_url
+        self.origin = origin_of(base_url)
         self.session = resources.session(socks_proxy, BROWSER_HEADERS)
         self.proxy = http_proxy
         self.deadline = time.monotonic() + total
@@ -169,7 +179,7 @@ class _Call:
 
     def _headers(self, token: Token | None = None) -> dict[str, str]:
         headers = {
-            "origin": self.base_url,
+            "origin": self.origin,
             "referer": self.base_url + "/",
             "x-auth-timestamp": str(int(time.time())),
         }
@@ -201,30 +211,38 @@ class _Call:
             return ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: {reason}")
         return ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}")
 
-    async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None) -> dict[str, Any]:
-        """POST ``payload`` and return the ``data`` of the JSON answer, or raise the matching g4f error."""
+    async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None,
+                    resend: bool = True) -> tuple[dict[str, Any], str | None]:
+        """POST ``payload``; the ``data`` of the JSON answer and the answer's ``Date`` header, or the matching g4f
+        error (or, with ``resend=False``, ``pool.StaleConnectionError``)."""
         try:
-            response = await self._send(step, "POST", path, data=json.dumps(payload), headers=self._headers(token))
+            response = await self._send(step, "POST", path, data=json.dumps(payload), headers=self._headers(token),
+                                        resend=resend)
             async with response:
                 status, headers, body = response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             if isinstance(exc, GPTalkTimeoutError):  # ours, from _send: already says what ran out
                 raise
             raise self._failure(step, exc) from exc
-        return answer_data(step, status, headers, body)
+        return answer_data(step, status, headers, body), headers.get("Date")
 
     async def login(self) -> Token:
         fingerprint = secrets.token_hex(16)
         self.secrets.append(fingerprint)
-        data = await self._post("login", "/api/chatgpt/user/login", {"fingerprint": fingerprint, "platform": "fingerprint"})
-        token = Token(token_of("login", data), expiry_of(data))
+        data, date = await self._post("login", "/api/chatgpt/user/login",
+                                      {"fingerprint": fingerprint, "platform": "fingerprint"})
+        token = Token(token_of("login", data), expiry_of(data, date))
         if debug.logging:
             log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
         return token
 
     async def ask(self, tokens: TokenCache, prompt: str, model: str) -> str:
-        """The stream token for ``prompt``, asked with a token from ``tokens``; a rejected token is replaced once."""
-        rejections = 0
+        """The stream token for ``prompt``, asked with a token from ``tokens``; a rejected token is replaced once.
+
+        An ask that a reused connection lost may have been read and counted by the server: it stays counted against
+        its token, and the ask goes again, with the token's next ask or a new token, so that no token is sent a
+        sixth ask."""
+        rejections = lost = 0
         while True:
             token = tokens.take()
             if token is None:
@@ -235,8 +253,16 @@ class _Call:
                         "GPTalk login: the call's timeout ran out while another chat was logging in") from None
             self.secrets.append(token.value)
             try:
-                data = await self._post("ask", "/api/chatgpt/chatapi/text", ask_payload(prompt, model), token)
+                data, _ = await self._post("ask", "/api/chatgpt/chatapi/text", ask_payload(prompt, model), token,
+                                           resend=False)
                 stream_token = token_of("ask", data)
+            except pool.StaleConnectionError as exc:
+                lost += 1
+                if lost > pool.STALE_RETRIES:
+                    raise ResponseError(f"GPTalk ask: request to {self.base_url} failed: {exc}") from exc
+                log(f"GPTalk ask: a pooled connection failed before the answer ({exc}); the ask counts as used; "
+                    f"asking again")
+                continue
             except TokenRejectedError:
                 tokens.drop(token)
                 rejections += 1

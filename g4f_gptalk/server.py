@@ -11,6 +11,7 @@ server-sent events of cumulative ``content``. It counts what clients did (``stat
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import ipaddress
 import json
 import re
@@ -57,8 +58,9 @@ class GPTalkServer:
         host: str = "127.0.0.1",
         ssl_context: ssl.SSLContext | None = None,
         keepalive_timeout: float = 75.0,
+        prefix: str = "",
     ) -> None:
-        self.host, self.port, self.ssl_context = host, port, ssl_context
+        self.host, self.port, self.ssl_context, self.prefix = host, port, ssl_context, prefix.rstrip("/")
         self.keepalive_timeout = keepalive_timeout
         self.token_ttl, self.max_asks, self.chunk_chars, self.reply = token_ttl, max_asks, chunk_chars, reply
         self.faults = Faults()
@@ -66,6 +68,7 @@ class GPTalkServer:
         """Awaited before the stream sends its event number N (from 0): lets a test pace the server."""
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
+        self._next_request: asyncio.Future[None] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -81,7 +84,12 @@ class GPTalkServer:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+        """The service address (with ``prefix``, the path the API is under)."""
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}{self.prefix}"
+
+    def now(self) -> float:
+        """The time by the server's clock (``Faults.clock_offset`` from the real one)."""
+        return time.time() + self.faults.clock_offset
 
     @property
     def open_connections(self) -> int:
@@ -92,9 +100,10 @@ class GPTalkServer:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._loopback_only])
-        app.router.add_post(LOGIN_PATH, self._login)
-        app.router.add_post(ASK_PATH, self._ask)
-        app.router.add_get(STREAM_PATH, self._stream)
+        app.router.add_post(self.prefix + LOGIN_PATH, self._login)
+        app.router.add_post(self.prefix + ASK_PATH, self._ask)
+        app.router.add_get(self.prefix + STREAM_PATH, self._stream)
+        app.on_response_prepare.append(self._date_by_own_clock)
         app.router.add_get("/_local/stats", self._get_stats)
         app.router.add_post("/_local/reset", self._post_reset)
         app.router.add_post("/_local/faults", self._post_faults)
@@ -129,6 +138,9 @@ class GPTalkServer:
 
     def _seen(self, step: str, request: web.Request, body: Any) -> None:
         self.stats[step + "s"] += 1
+        if self._next_request is not None:  # streams whose body ends with the next request
+            self._next_request.set_result(None)
+            self._next_request = None
         transport = request.transport  # not the peer address: a new connection may reuse an old one's port
         if transport is not None and transport not in self._connections_seen:
             self._connections_seen.add(transport)
@@ -167,9 +179,9 @@ class GPTalkServer:
         if not FINGERPRINT.fullmatch(str(body.get("fingerprint"))) or body.get("platform") != "fingerprint":
             return web.json_response({"code": 400, "msg": "bad login request", "data": None}, status=400)
         token = secrets.token_hex(16)
-        expires_at = time.time() + self.token_ttl
+        expires_at = self.now() + self.token_ttl
         self._tokens[token] = [expires_at, 0]
-        data: dict[str, Any] = {"token": token, "expires_at": int(expires_at)}
+        data: dict[str, Any] = {"token": token, "expires_at": faults.expires_at_field(self.faults.expires_at, expires_at)}
         if mode == "no-expiry":
             del data["expires_at"]
         elif mode == "bad-expiry":
@@ -177,15 +189,19 @@ class GPTalkServer:
         return web.json_response({"code": 0, "msg": "ok", "data": data})
 
     async def _ask(self, request: web.Request) -> web.StreamResponse:
-        body, _mode, fault = await self._receive("ask", request)
+        body, mode, fault = await self._receive("ask", request)
         if fault is not None:
             return fault
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         state = self._tokens.get(token)
-        if state is None or state[0] <= time.time() or state[1] >= self.max_asks:
+        if state is None or state[0] <= self.now() or state[1] >= self.max_asks:
             self.stats["rejected"] += 1
             return web.json_response({"code": 401, "msg": "token invalid or used up", "data": None}, status=401)
         state[1] += 1
+        if mode == "count-drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()  # never sent: the connection is gone
         self.prompts.append(body["content"])
         stream_token = secrets.token_hex(16)
         self._streams[stream_token] = (body["content"], body.get("model", ""))
@@ -229,10 +245,31 @@ class GPTalkServer:
             await response.write(b"data: [DONE]\n\n")
             if await faults.linger(response, self._closing):
                 self.stats["lingers_ended_by_client"] += 1
-        else:  # [DONE] and the body's end in one write, so that a client stopping at [DONE] can keep the connection
+        else:  # [DONE] and the body's end in one write, unless a tail is asked for
             done = {"noise": b"data: [DONE]\r\n\r\n", "cr": b"data: [DONE]\r\r"}.get(mode or "", b"data: [DONE]\n\n")
-            await response.write_eof(done)
+            try:
+                if self.faults.tail_after_done or self.faults.tail_until_next_request:
+                    await response.write(done)
+                    done = b""
+                    await self._tail()
+                await response.write_eof(done)
+            except ConnectionError:
+                return response  # the client hung up before the body's end
+            self.stats["bodies_ended"] += 1
         return response
+
+    async def _tail(self) -> None:
+        """Wait as the faults say between ``data: [DONE]`` and the end of the body."""
+        if self.faults.tail_after_done:
+            await asyncio.sleep(self.faults.tail_after_done)
+        if self.faults.tail_until_next_request:
+            if self._next_request is None:
+                self._next_request = asyncio.get_running_loop().create_future()
+            await asyncio.wait([self._next_request], timeout=10)
+
+    async def _date_by_own_clock(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self.faults.clock_offset:
+            response.headers["Date"] = email.utils.formatdate(self.now(), usegmt=True)
 
     @staticmethod
     def _event(content: str, noisy: bool = False) -> bytes:
