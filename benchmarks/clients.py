@@ -1,6 +1,7 @@
 """The two reference clients the provider is measured against, on the same local GPTalk server.
 
-``RawClient`` is the wire minimum: one pooled aiohttp session, a login every 5 asks, no framework, no checks.
+``RawClient`` is the wire minimum: one pooled aiohttp session, a login every 5 asks, no framework, no checks; it
+reads each stream's body to its end, as a simple correct client does, so that its connection is kept.
 ``SeedClient`` is the straightforward design GPTalk providers started from: a new ClientSession per call, the
 token on the class, no lock (so concurrent chats may log in more often than needed).
 """
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from aiohttp import ClientSession
 from g4f.Provider.helper import format_prompt
 
+from g4f_gptalk.arguments import origin_of
 from g4f_gptalk.provider import BROWSER_HEADERS, USER_AGENT
 
 # The same browser headers the provider sends: they are part of the protocol, so part of the wire minimum.
@@ -24,7 +26,7 @@ HEADERS = BROWSER_HEADERS
 
 def request_headers(url: str, token: str | None = None) -> dict[str, str]:
     """What gptalk.net's web client adds to each request: also part of the protocol."""
-    headers = {"origin": url, "referer": url + "/", "x-auth-timestamp": str(int(time.time()))}
+    headers = {"origin": origin_of(url), "referer": url + "/", "x-auth-timestamp": str(int(time.time()))}
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
     return headers
@@ -62,14 +64,17 @@ class RawClient:
             stream_token = (await r.json())["data"]["token"]
         async with self.session.get(f"{self.url}/api/chatgpt/chatapi/stream", params={"token": stream_token},
                                     headers=request_headers(self.url)) as r:
-            sent, partial = 0, b""
-            async for chunk in r.content.iter_any():
+            sent, partial, done = 0, b"", False
+            async for chunk in r.content.iter_any():  # to the body's end, so that the connection is kept
+                if done:
+                    continue
                 lines = (partial + chunk).split(b"\n")
                 partial = lines.pop()
                 for line in lines:
                     if line.startswith(b"data: "):
                         if line == b"data: [DONE]":
-                            return
+                            done = True
+                            break
                         content = json.loads(line[6:])["content"]
                         yield content[sent:]
                         sent = len(content)

@@ -1,11 +1,13 @@
-"""Sync against async chats over https with a 20 ms round trip, as on the internet.
+"""GPTalk's calling patterns against a raw client over https with a 20 ms round trip, as on the internet, with and
+without a body that ends 5 ms after ``data: [DONE]`` (as behind many proxies).
 
-    python benchmarks/round_trip.py [--rounds 5] [--chats 20] [--results benchmarks/results]
+    python benchmarks/round_trip.py [--rounds 7] [--chats 20] [--results DIR]
 
 The local GPTalk server serves https with a certificate from a throwaway CA (trustme) that the client trusts, behind
 a TCP relay on loopback that holds every chunk for half the round trip in each direction (there is no netem here).
-Each round runs every calling pattern with fresh connections and tokens, in a changing order; it prints per-chat
-medians and per-round paired ratios to async, and writes ``round_trip.md`` to ``--results``.
+Each round runs every calling pattern with fresh connections and tokens, in a changing order, under each scenario;
+it prints per-chat medians, per-round paired ratios with their spread, and the connections and logins the server
+counted. The table goes to ``DIR/round_trip.md`` only if ``--results`` is given.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ CA.cert_pem.write_to_path(f"{_scratch.name}/ca.pem")
 os.environ["SSL_CERT_FILE"] = f"{_scratch.name}/ca.pem"  # before aiohttp makes its default SSL context
 
 import g4f  # noqa: E402
+from clients import RawClient  # noqa: E402
 from g4f.client import Client  # noqa: E402
 
 from g4f_gptalk import GPTalk  # noqa: E402
-from g4f_gptalk.server import ServerThread, echo_reply  # noqa: E402
+from g4f_gptalk.server import Faults, ServerThread, echo_reply  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 ONE_WAY = 0.010  # seconds each chunk is held in each direction: a 20 ms round trip
+SCENARIOS = {"no tail": 0.0, "body ends 5 ms after [DONE]": 0.005}
+RAW, ASYNC = "raw aiohttp, each body read to its end", "GPTalk async (`create_async`)"
 
 
 class DelayingRelay:
@@ -107,6 +111,18 @@ def messages(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"chat {i}"}]
 
 
+def raw_chats(n: int) -> None:
+    async def run() -> None:
+        client = RawClient(os.environ["G4F_GPTALK_URL"])
+        try:
+            for i in range(n):
+                assert "".join([delta async for delta in client.chat(messages(i))]) == echo_reply(f"chat {i}")
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
 def async_chats(n: int) -> None:
     async def run() -> None:
         for i in range(n):
@@ -135,7 +151,8 @@ def sync_client(n: int) -> None:
 
 
 PATTERNS: dict[str, Callable[[int], None]] = {
-    "async (`create_async`)": async_chats,
+    RAW: raw_chats,
+    ASYNC: async_chats,
     "sync `ChatCompletion.create`": sync_create,
     "sync streaming": sync_stream,
     "sync `Client`": sync_client,
@@ -169,45 +186,60 @@ def orders(rounds: int) -> Iterator[list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--chats", type=int, default=20)
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, help="a folder for round_trip.md (default: print only)")
     args = parser.parse_args()
     g4f.debug.version_check = False
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     CA.issue_cert("127.0.0.1").configure_cert(context)
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in PATTERNS}
+    samples: dict[tuple[str, str], list[dict[str, float]]] = {
+        (scenario, name): [] for scenario in SCENARIOS for name in PATTERNS}
     with ServerThread(ssl_context=context) as server, DelayingRelay(server.port, ONE_WAY) as relay:
         os.environ["G4F_GPTALK_URL"] = f"https://127.0.0.1:{relay.port}"
         for index, order in enumerate(orders(args.rounds)):
-            for name in order:
-                GPTalk._tokens.clear()
-                before = dict(server.stats)
-                started = time.perf_counter()
-                in_a_new_thread(PATTERNS[name], args.chats)
-                wall = time.perf_counter() - started
-                if index > 0:
-                    samples[name].append({"per_chat": wall / args.chats, **{
-                        key: server.stats[key] - before.get(key, 0) for key in ("connections", "logins", "asks")}})
-    report(samples, args.chats, args.results)
-
-
-def report(samples: dict[str, list[dict[str, float]]], chats: int, results: Path) -> None:
-    baseline = "async (`create_async`)"
-    rows = [f"| {chats} chats, https, 20 ms round trip | ms per chat | ratio to async (median of per-round ratios) "
-            "| TCP connections | logins |", "|---|---|---|---|---|"]
-    for name, runs in samples.items():
-        ratio = statistics.median(mine["per_chat"] / theirs["per_chat"] for mine, theirs in zip(runs, samples[baseline],
-                                                                                                  strict=True))
-        connections = max(run["connections"] for run in runs)
-        logins = max(run["logins"] for run in runs)
-        assert logins == math.ceil(chats / 5), (name, logins)
-        rows.append(f"| {name} | {statistics.median(run['per_chat'] for run in runs) * 1000:.1f} | {ratio:.3f} "
-                    f"| {connections:.0f} | {logins:.0f} |")
-    table = "\n".join(rows)
+            for scenario, tail in SCENARIOS.items():
+                server.faults = Faults(tail_after_done=tail)
+                for name in order:
+                    GPTalk._tokens.clear()
+                    before = dict(server.stats)
+                    started = time.perf_counter()
+                    in_a_new_thread(PATTERNS[name], args.chats)
+                    wall = time.perf_counter() - started
+                    if index > 0:
+                        samples[(scenario, name)].append({"per_chat": wall / args.chats, **{
+                            key: server.stats[key] - before.get(key, 0) for key in ("connections", "logins", "asks")}})
+    table = report(samples, args.chats, args.rounds)
     print(table)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "round_trip.md").write_text(table + "\n")
+    if args.results:
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "round_trip.md").write_text(table + "\n")
+
+
+def spread(values: list[float]) -> str:
+    """The median of per-round ratios, with their range (or a flag when there is one round only)."""
+    if len(values) == 1:
+        return f"{values[0]:.3f} (1 round)"
+    return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def report(samples: dict[tuple[str, str], list[dict[str, float]]], chats: int, rounds: int) -> str:
+    rows = [f"| {chats} chats, https, 20 ms round trip, {rounds} rounds | client | ms per chat | ratio to raw, median "
+            "(range) | ratio to GPTalk async, median (range) | TCP connections | logins |", "|---" * 7 + "|"]
+    for scenario in SCENARIOS:
+        for name in PATTERNS:
+            runs = samples[(scenario, name)]
+
+            def ratios(baseline: str, runs: list[dict[str, float]] = runs, scenario: str = scenario) -> list[float]:
+                return [mine["per_chat"] / theirs["per_chat"]
+                        for mine, theirs in zip(runs, samples[(scenario, baseline)], strict=True)]
+
+            logins = max(run["logins"] for run in runs)
+            assert logins == math.ceil(chats / 5), (scenario, name, logins)
+            rows.append(f"| {scenario} | {name} | {statistics.median(run['per_chat'] for run in runs) * 1000:.1f} "
+                        f"| {spread(ratios(RAW))} | {spread(ratios(ASYNC))} "
+                        f"| {max(run['connections'] for run in runs):.0f} | {logins:.0f} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
