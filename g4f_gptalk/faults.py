@@ -28,7 +28,9 @@ class Faults:
     ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"cr"`` (bare ``\\r`` line ends, valid too),
     ``"bom"`` (a byte order mark first, valid too), ``"linger"`` (keeps the stream open after ``[DONE]``, sending
     comments), ``"deep"`` (an event nested 100,000 lists deep midway), ``"envelope"`` (200 with a JSON error
-    envelope instead of events), ``"500"``.
+    envelope instead of events), ``"500"``, ``"endless-line"`` (midway, one line that never ends) and
+    ``"endless-event"`` (midway, one event of ``data:`` lines that never ends), each up to ``ENDLESS_BYTES`` or
+    until the client hangs up.
     """
 
     login: list[str] = field(default_factory=list)
@@ -133,8 +135,26 @@ async def break_stream(mode: str, request: web.Request, response: web.StreamResp
         await response.write(b'data: {"content": 42}\n\n')
     elif mode == "deep":
         await response.write(b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n")
+    elif mode in ("endless-line", "endless-event"):
+        await endless(response, b"x" * 65536 if mode == "endless-line" else (b"data: " + b"x" * 1017 + b"\n") * 64,
+                      closing)
     else:  # rewrite
         await response.write(event_of("X" + content[1:]))
+
+
+ENDLESS_BYTES = 300 * 2**20
+"""How much an endless stream sends at most: hundreds of MB, bounded."""
+
+
+async def endless(response: web.StreamResponse, piece: bytes, closing: asyncio.Event) -> None:
+    """Send ``piece`` after ``piece`` until ``ENDLESS_BYTES``, the client hangs up or the server closes."""
+    sent = 0
+    while sent < ENDLESS_BYTES and not closing.is_set():
+        try:
+            await response.write(piece)
+        except (ConnectionError, RuntimeError):
+            return
+        sent += len(piece)
 
 
 async def linger(response: web.StreamResponse, closing: asyncio.Event) -> bool:

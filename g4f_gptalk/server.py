@@ -232,7 +232,8 @@ class GPTalkServer:
         middle = len(pieces) // 2
         for index in range(len(pieces)):
             content = reply[: (index + 1) * self.chunk_chars]
-            if index == middle and mode in ("cut", "stall", "bad-json", "non-string", "rewrite", "deep"):
+            if index == middle and mode in ("cut", "stall", "bad-json", "non-string", "rewrite", "deep", "endless-line",
+                                            "endless-event"):
                 await faults.break_stream(mode, request, response, content, self._event, self._closing)
                 return response
             if self.before_event is not None:

@@ -31,6 +31,11 @@ DONE = b"[DONE]"
 BOM = b"\xef\xbb\xbf"
 HEAD_BYTES = 65536
 """How much of a stream that never framed an event is kept, to read a JSON error envelope from it."""
+EVENT_BYTES = 1 << 20
+"""The most one event (its data, or a line not yet ended) may hold: 1 MiB. The largest legitimate event is the
+whole of a long reply: gpt-3.5-turbo's 16,385-token context is about 64 KB of text, and JSON's ``\\u`` escapes at
+most triple it, so a reply needs about 200 KB at the very most. Past the limit the stream is cut off, so that a
+server cannot make the client hold what it sends without end."""
 
 
 class EventDecoder:
@@ -41,6 +46,9 @@ class EventDecoder:
         self._data: list[bytes] | None = None  # the current event's data lines; None before its first
         self._cr = False  # the last chunk ended in CR: an LF that starts the next one is the same line end
         self._start: bytes | None = b""  # the first bytes, until it is known whether they begin with a BOM
+        self.held = 0
+        """Bytes kept between chunks: the unfinished last line and the data of the event under way."""
+        self._data_bytes = 0
 
     def feed(self, chunk: bytes) -> list[bytes]:
         if self._start is not None:
@@ -55,6 +63,7 @@ class EventDecoder:
         if b"\n" not in chunk:  # no line ends in it: keep it for later, without copying what is kept
             if chunk:
                 self._partial.append(chunk)
+                self.held += len(chunk)
             return []
         if self._partial:
             self._partial.append(chunk)
@@ -68,16 +77,17 @@ class EventDecoder:
         if tail:
             self._partial.append(tail)
         events: list[bytes] = []
-        data = self._data
+        data, size = self._data, self._data_bytes
         for block in blocks:
             if data is None and block.startswith(b"data: ") and b"\n" not in block:
                 events.append(block[6:])
                 continue
-            data = _read_lines(block.split(b"\n"), data, events)
+            data, size = _read_lines(block.split(b"\n"), data, size, events)
             if data is not None:  # the blank line after the block
                 events.append(_joined(data))
-                data = None
-        self._data = _read_lines(lines, data, events)
+                data, size = None, 0
+        self._data, self._data_bytes = _read_lines(lines, data, size, events)
+        self.held = len(tail) + self._data_bytes
         return events
 
     def close(self) -> list[bytes]:
@@ -88,7 +98,7 @@ class EventDecoder:
         data, self._data = self._data, None
         events: list[bytes] = []
         if rest:
-            data = _read_lines(rest.split(b"\n"), data, events)
+            data, _ = _read_lines(rest.split(b"\n"), data, 0, events)
         if data is not None:
             events.append(_joined(data))
         return events
@@ -102,14 +112,16 @@ class EventDecoder:
         return start[len(BOM):] if start.startswith(BOM) else start
 
 
-def _read_lines(lines: list[bytes], data: list[bytes] | None, events: list[bytes]) -> list[bytes] | None:
-    """Read ``lines`` into ``data``, the data lines of the event under way (None before its first): a blank line
-    adds the event to ``events``. Returns the data lines of the event under way after them."""
+def _read_lines(lines: list[bytes], data: list[bytes] | None, size: int, events: list[bytes]
+                ) -> tuple[list[bytes] | None, int]:
+    """Read ``lines`` into ``data``, the data lines of the event under way (None before its first; ``size`` bytes):
+    a blank line adds the event to ``events``. Returns the data lines of the event under way after them, and their
+    size."""
     for line in lines:
         if not line:  # a blank line dispatches the event, if it had data
             if data is not None:
                 events.append(_joined(data))
-                data = None
+                data, size = None, 0
         elif line.startswith(b"data"):
             if line.startswith(b"data: "):
                 value = line[6:]
@@ -123,8 +135,9 @@ def _read_lines(lines: list[bytes], data: list[bytes] | None, events: list[bytes
                 data = [value]
             else:
                 data.append(value)
+            size += len(value) + 1
         # any other line is a comment or a field GPTalk does not use
-    return data
+    return data, size
 
 
 def _joined(data: list[bytes]) -> bytes:
@@ -153,7 +166,7 @@ class ReplyText:
                 self._head = None
             elif len(head) < HEAD_BYTES:
                 head += chunk[: HEAD_BYTES - len(head)]
-        return self._deltas_of(events)
+        return self._deltas_of(events, self._decoder.held > EVENT_BYTES)
 
     def end(self) -> Iterator[str]:
         """The stream is over: the text of an unterminated last event, then an error if ``[DONE]`` never came."""
@@ -203,16 +216,22 @@ class ReplyText:
             f"GPTalk stream: {problem}; the reply is incomplete after {len(self.text)} characters"
         )
 
-    def _deltas_of(self, events: list[bytes]) -> Iterator[str]:
+    def _deltas_of(self, events: list[bytes], overflow: bool = False) -> Iterator[str]:
+        """The new text of ``events``; then, if the event under way is ``overflow``ing its limit, the error."""
         if self.done:
             return
         for data in events:
             if data == DONE:
                 self.done = True
                 return
+            if len(data) > EVENT_BYTES:
+                overflow = True
+                break
             delta = self.delta(data)
             if delta:
                 yield delta
+        if overflow:
+            raise self.incomplete(f"an event is over the {EVENT_BYTES:,}-byte limit")
 
 
 _raw_decode = json.JSONDecoder().raw_decode

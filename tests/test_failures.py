@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from g4f.errors import RateLimitError, ResponseError
@@ -14,7 +15,7 @@ from g4f_gptalk import GPTalk
 from g4f_gptalk.errors import G4FError, IncompleteReplyError, InvalidRequestError
 from g4f_gptalk.server import Faults, echo_reply
 
-from .conftest import HELLO, chat, partial_chat
+from .conftest import HELLO, chat, partial_chat, run_python
 
 REPLY = echo_reply("Hello")
 
@@ -146,3 +147,37 @@ def test_a_model_that_is_not_a_string_is_refused_before_any_request(server, mode
     assert isinstance(error, InvalidRequestError)
     assert str(error) == f"GPTalk: model must be a string such as 'gpt-3.5-turbo', not {type(model).__name__}"
     assert server.stats["logins"] == 0
+
+
+@pytest.mark.parametrize("mode", ["endless-line", "endless-event"])
+def test_an_endless_line_or_event_is_cut_off_at_the_limit_with_bounded_memory(server, mode):
+    # in a fresh interpreter, so that its peak memory is this chat's: a warm-up chat first, then the endless one
+    out = run_python(textwrap.dedent("""
+        import asyncio, json, os, resource, sys, urllib.request
+        from g4f_gptalk import GPTalk
+
+        async def chat(timeout):
+            text = ""
+            try:
+                async for delta in GPTalk.create_async_generator("", [{"role": "user", "content": "Hello"}],
+                                                                  timeout=timeout):
+                    text += delta
+            except Exception as exc:
+                return text, exc
+            return text, None
+
+        assert asyncio.run(chat(60))[1] is None
+        urllib.request.urlopen(urllib.request.Request(
+            os.environ["G4F_GPTALK_URL"] + "/_local/faults", method="POST",
+            data=json.dumps({"stream": [sys.argv[1]]}).encode()), timeout=10).close()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        text, error = asyncio.run(chat(60))
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(grown // 1024, len(text), type(error).__name__, error)
+    """), mode, env={"G4F_GPTALK_URL": server.url}, timeout=120)
+    grown_mb, received, error_type, words = out.split(maxsplit=3)
+    assert error_type == "IncompleteReplyError"
+    assert words.strip() == (f"GPTalk stream: an event is over the 1,048,576-byte limit; the reply is incomplete "
+                             f"after {received} characters")
+    assert 0 < int(received) and REPLY.startswith(REPLY[: int(received)])  # the text before it was delivered
+    assert int(grown_mb) < 40  # the server had up to 300 MB to send (before the limit: +200 MB)

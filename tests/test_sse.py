@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from g4f_gptalk.errors import IncompleteReplyError
-from g4f_gptalk.sse import EventDecoder, ReplyText
+from g4f_gptalk.sse import EVENT_BYTES, EventDecoder, ReplyText
 
 NOISE = [b": keep-alive\n", b"event: message\n", b"id: 42\n", b"retry: 3000\n", b":\n", b"event: ping\r\n"]
 
@@ -196,3 +196,20 @@ def test_without_done_the_text_arrives_and_then_the_error(pieces, cuts):
     with pytest.raises(IncompleteReplyError, match="without 'data: \\[DONE\\]'"):
         deltas_of(split(wire, cuts), received)
     assert "".join(received) == "".join(pieces)
+
+
+@pytest.mark.parametrize("endless", [b"data: " + b"x" * 4096, b"data: " + b"x" * 4090 + b"\n"], ids=["line", "event"])
+def test_a_line_or_event_past_the_limit_ends_the_reply_after_the_text_before_it(endless):
+    received: list[str] = []
+    chunks = [event("Hi"), *[endless] * (EVENT_BYTES // 4096 + 2)]
+    with pytest.raises(IncompleteReplyError) as error:
+        deltas_of(chunks, received)
+    assert received == ["Hi"]
+    assert str(error.value) == ("GPTalk stream: an event is over the 1,048,576-byte limit; the reply is incomplete "
+                                "after 2 characters")
+
+
+def test_the_longest_reply_a_model_gives_fits_the_limit_with_room_to_spare():
+    reply = "🌍" * 60_000  # 240 KB of UTF-8, 720 KB as JSON escapes: more than a 16k-token reply can be
+    wire = b"data: " + json.dumps({"content": reply}).encode() + b"\n\ndata: [DONE]\n\n"
+    assert "".join(deltas_of([wire[i : i + 1000] for i in range(0, len(wire), 1000)])) == reply
