@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import datetime
 import math
 import os
@@ -28,12 +29,16 @@ from typing import Any
 
 from .compat import log
 from .errors import http_date
+from .pool import running_loop
 
 MAX_ASKS_PER_TOKEN = 5
 CLOCK_SKEW = 5.0
 """Seconds before ``expires_at`` at which a token is no longer used, for clocks that disagree a little."""
 UNKNOWN_EXPIRY_LIFETIME = 300.0
 """Seconds a token is used for when the login answer does not say when it expires."""
+must_not_wait: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_must_not_wait", default=False)
+"""True in a chat run for a sync caller whose own event loop it blocks (a notebook cell): another chat's login may
+need that loop to finish, so such a chat logs in itself rather than queue for it."""
 
 
 def expiry_of(data: dict[str, Any], date: str | None = None) -> float:
@@ -114,9 +119,10 @@ class _Waiter:
         self.handed = self.gone = False
         self.value: Token | None = None
 
-    def hand(self, value: Token | None) -> None:
+    def hand(self, value: Token | None, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Resolve the waiter's future with ``value``, from ``loop``, the loop running here (if any)."""
         self.handed, self.value = True, value
-        if asyncio._get_running_loop() is self.loop:
+        if loop is self.loop:
             _resolve(self.future, value)  # the same loop: no thread hop
         else:
             self.loop.call_soon_threadsafe(_resolve, self.future, value)
@@ -163,11 +169,16 @@ class TokenCache:
             if token is not None:
                 return token
             waiter: _Waiter | None = None
-            if self._logging_in:
+            alone = self._logging_in and must_not_wait.get()
+            if alone:
+                pass
+            elif self._logging_in:
                 waiter = _Waiter()
                 self._waiters.append(waiter)
             else:
                 self._logging_in = True
+        if alone:
+            return await self._login_alone(login)
         if waiter is not None:
             token = await self._wait(waiter, wait)
             if token is not None:
@@ -182,6 +193,15 @@ class TokenCache:
         with self._guard:
             self._token = token
             self._hand_on(token)
+        return token
+
+    async def _login_alone(self, login: Callable[[], Awaitable[Token]]) -> Token:
+        """A login beside the one under way, whose token becomes the current one unless that has asks left."""
+        token = await login()
+        token.asks = 1
+        with self._guard:
+            if self._token is None or not self._token.usable(time.time()):
+                self._token = token
         return token
 
     async def _wait(self, waiter: _Waiter, wait: float) -> Token | None:
@@ -203,15 +223,16 @@ class TokenCache:
         """With the guard held, after a login: ``token`` to the first waiters while it lasts, then the next
         waiter's turn to log in; with no waiter left, no login is under way."""
         now = time.time()
+        loop = running_loop()
         while self._waiters:
             waiter = self._waiters.popleft()
             if waiter.gone:
                 continue
             if token is not None and token.usable(now):
                 token.asks += 1
-                waiter.hand(token)
+                waiter.hand(token, loop)
                 continue
-            waiter.hand(None)
+            waiter.hand(None, loop)
             return
         self._logging_in = False
 

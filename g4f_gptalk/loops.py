@@ -8,9 +8,14 @@ item reaches the caller as soon as it is produced and a sync chat costs what an 
 A thread whose own loop is running (Jupyter, an async framework calling sync code) cannot drive a second loop, so
 its calls run on one shared background loop thread instead, one thread hop per item.
 
+A chat run there for a caller whose own loop it blocks must not wait for anything that loop has to do: it never
+queues for another chat's login (see ``auth.must_not_wait``).
+
 Lifecycle: a thread's loop is shut down (its pooled sessions closed) when the thread ends, and the main thread's
-at interpreter exit. After ``fork`` the child forgets the loops it inherited without running or closing them:
-they share their epoll instance with the parent's, and closing one would unregister the parent's sockets.
+at interpreter exit. After ``fork`` the child sets aside the loops it inherited, with everything they hold, and
+starts afresh: it never runs, closes or frees them, because they share their epoll instance (or libuv's) with the
+parent's, and closing one, which an event loop also does when it is freed, would unregister the parent's sockets.
+Only public event loop APIs are used, so any loop implementation, uvloop included, is handled alike.
 """
 
 from __future__ import annotations
@@ -19,26 +24,18 @@ import asyncio
 import atexit
 import collections
 import contextlib
-import gc
+import contextvars
 import os
 import queue
 import signal
 import threading
-import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 from . import pool
-
-try:
-    # signal.getsignal and signal.signal wrap these in enum conversions that cost about 11 µs per sync call (three
-    # failed enum lookups, each raising and catching ValueError); for SIGINT's handlers they return the same objects
-    from _signal import getsignal as _getsignal  # type: ignore[import-not-found]
-    from _signal import signal as _set_handler
-except ImportError:  # a Python without CPython's _signal module
-    from signal import getsignal as _getsignal
-    from signal import signal as _set_handler
+from .auth import must_not_wait
+from .pool import running_loop
 
 T = TypeVar("T")
 CANCEL_WAIT = 5.0
@@ -50,6 +47,7 @@ class _KeptLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
         _kept.add(self)
 
     def __del__(self) -> None:
@@ -58,8 +56,8 @@ class _KeptLoop:
     def shut_down(self) -> None:
         """Cancel what still runs, close the pooled sessions (``shutdown_asyncgens``) and close the loop."""
         loop = self.loop
-        if loop.is_closed() or loop.is_running() or asyncio._get_running_loop() is not None:
-            return  # a thread running another loop cannot run this one; the loop is left as it is
+        if loop.is_closed() or loop.is_running() or running_loop() is not None or os.getpid() != self.pid:
+            return  # a thread running another loop cannot run this one, nor may a forked child; left as it is
         try:
             tasks = asyncio.all_tasks(loop)
             for task in tasks:
@@ -109,7 +107,7 @@ _loop_thread_guard = threading.Lock()
 def iterate(items: AsyncIterator[T], stream: bool = True) -> Iterator[T]:
     """The items of ``items`` for a sync caller, each as soon as it is produced (with ``stream=False`` all at the
     end). An error raised by ``items`` comes after the items before it. A caller that stops early cancels it."""
-    if asyncio._get_running_loop() is None:
+    if running_loop() is None:
         kept = getattr(_local, "kept", None)
         if kept is None or kept.loop.is_closed():
             kept = _local.kept = _KeptLoop()
@@ -167,15 +165,15 @@ def _drive(loop: asyncio.AbstractEventLoop, items: AsyncIterator[T], stream: boo
 def _ctrl_c_handled_by(handler: Callable[[int, Any], None]) -> Iterator[None]:
     """``handler`` for SIGINT meanwhile, if this is the main thread and SIGINT has Python's default handler."""
     if threading.current_thread() is not threading.main_thread() or \
-            _getsignal(signal.SIGINT) is not signal.default_int_handler:
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-    _set_handler(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         if threading.current_thread() is threading.main_thread():
-            _set_handler(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
@@ -183,7 +181,7 @@ def _cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
     if loop.is_closed():
         return
     kept = getattr(_local, "kept", None)
-    if kept is None or kept.loop is not loop or asyncio._get_running_loop() is not None:
+    if kept is None or kept.loop is not loop or running_loop() is not None:
         loop.call_soon_threadsafe(task.cancel)  # dropped in another thread: the loop's owner finishes it
         return
     task.cancel()
@@ -212,7 +210,10 @@ def _hand_over(loop: asyncio.AbstractEventLoop, items: AsyncIterator[T], stream:
             handed.put((item, None))
         handed.put((_END, error))
 
-    future = asyncio.run_coroutine_threadsafe(produce(), loop)
+    # the chat runs in a copy of this context in which it must not wait for what the blocked loop has to do
+    context = contextvars.copy_context()
+    context.run(must_not_wait.set, True)
+    future = context.run(asyncio.run_coroutine_threadsafe, produce(), loop)
     finished = False
     try:
         while True:
@@ -250,31 +251,16 @@ def _shut_down_at_exit() -> None:
         kept.shut_down()
 
 
+_inherited: list[object] = []
+"""In a forked child: the parent's loops and all they hold, set aside. Never run, closed or freed (see above); the
+child keeps its copies of their descriptors until it exits."""
+
+
 def _forget_after_fork() -> None:
-    """In a forked child: start afresh, and let go of the parent's loops without running or closing them."""
+    """In a forked child: set aside what the parent's loops hold, and start afresh."""
     global _local, _kept, _loop_thread, _loop_thread_guard
-    if not _disarm_inherited_loops():
-        return
-    pool.abandon_closed_loops()
+    _inherited.append((_local, list(_kept), _loop_thread, pool.forget_all()))
     _local, _kept, _loop_thread, _loop_thread_guard = threading.local(), weakref.WeakSet(), None, threading.Lock()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)  # "unclosed transport": being closed right here
-        gc.collect()
-
-
-def _disarm_inherited_loops() -> int:
-    """Mark every loop inherited from the parent closed; how many there were.
-
-    Closing one would unregister the parent's sockets from the epoll instance both share. Marked closed, the loop,
-    its sessions and their transports are freed without touching it, each closing only the child's copy of its
-    file descriptor.
-    """
-    inherited = {kept.loop for kept in _kept} | set(pool.loops())
-    if _loop_thread is not None:
-        inherited.add(_loop_thread.loop)
-    for loop in inherited:
-        loop._closed = True  # type: ignore[attr-defined]
-    return len(inherited)
 
 
 if hasattr(os, "register_at_fork"):

@@ -179,6 +179,14 @@ async def _close_at_loop_shutdown(loop: asyncio.AbstractEventLoop, resources: Lo
         await resources.aclose()
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """This thread's running event loop, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def of_running_loop() -> LoopResources | None:
     """The running loop's resources, if it has any yet (``for_running_loop`` makes them)."""
     return _by_loop.get(asyncio.get_running_loop())
@@ -200,6 +208,13 @@ async def for_running_loop() -> LoopResources:
 def loops() -> list[asyncio.AbstractEventLoop]:
     """The loops whose sessions the pool holds."""
     return list(_by_loop)
+
+
+def forget_all() -> dict[asyncio.AbstractEventLoop, LoopResources]:
+    """Let go of every loop's resources without touching them, and return them (for a forked child)."""
+    global _by_loop
+    inherited, _by_loop = _by_loop, {}
+    return inherited
 
 
 def abandon_closed_loops() -> None:
