@@ -70,6 +70,32 @@ def seconds(name: str, value: Any, default: float) -> float:
     return float(value)
 
 
+TEMPERATURE_RANGE = (0.0, 2.0)
+"""The sampling temperatures the service accepts (those of the OpenAI models behind it)."""
+
+
+def temperature_of(value: Any) -> float | int:
+    """``temperature=``: 0 (what gptalk.net's web client sends) for None, else a number within ``TEMPERATURE_RANGE``."""
+    if value is None:
+        return 0
+    low, high = TEMPERATURE_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidRequestError(f"GPTalk: temperature={value!r} is not a number from {low:g} to {high:g}")
+    return value
+
+
+def unused(options: dict[str, Any]) -> list[str]:
+    """The names of the keyword arguments in ``options`` that GPTalk has no use for and that ask for something
+    (g4f front-ends pass many, most of them None or empty)."""
+    return sorted(name for name, value in options.items()
+                  if name not in G4F_PLUMBING and value is not None and value is not False and value != [] and value != {})
+
+
+G4F_PLUMBING = frozenset(("ignore_stream", "ignore_working", "stream", "raw", "api_key", "base_url", "action",
+                          "download_media", "return_conversation", "provider"))
+"""Arguments g4f passes for its own bookkeeping rather than as a request to the service."""
+
+
 def service_url(default: str) -> str:
     """The service address: ``G4F_GPTALK_URL`` if set, else ``default``; must be an http(s) URL."""
     return _service_url(os.environ.get(URL_ENV), default)

@@ -24,7 +24,18 @@ from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMix
 from g4f.typing import AsyncResult, CreateResult, Messages
 
 from . import loops, pool
-from .arguments import URL_ENV, model_of, origin_of, prompt_of, proxy_password, seconds, service_url, split_proxy
+from .arguments import (
+    URL_ENV,
+    model_of,
+    origin_of,
+    prompt_of,
+    proxy_password,
+    seconds,
+    service_url,
+    split_proxy,
+    temperature_of,
+    unused,
+)
 from .auth import Token, TokenCache, expiry_of
 from .compat import log
 from .errors import G4FError, GPTalkTimeoutError, TokenRejectedError, answer_data, redact, token_of
@@ -91,14 +102,20 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         proxy: str | None = None,
         timeout: float | None = None,
         stream_timeout: float | None = None,
+        temperature: float | None = None,
         **kwargs: Any,
     ) -> AsyncResult:
         """Stream GPTalk's reply to ``messages``, one new piece of text at a time.
 
         ``timeout`` (seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
-        stream (default: ``timeout``). ``proxy`` is an http(s) or socks URL.
+        stream (default: ``timeout``). ``proxy`` is an http(s) or socks URL. ``temperature`` (0 to 2) goes to the
+        service. Other keyword arguments g4f passes (``max_tokens``, ``stop``, ``top_p``, ``web_search``, ``media``,
+        ``conversation``…) have no counterpart in GPTalk's protocol: they are ignored, and g4f's debug log says so.
         """
         prompt = prompt_of(messages)
+        heat = temperature_of(temperature)
+        if kwargs and debug.logging and (ignored := unused(kwargs)):
+            log(f"GPTalk: ignored {', '.join(ignored)}: the service has no such setting")
         if model not in cls.models:  # a listed model needs no check, and g4f's get_model returns it as it is
             model = cls.get_model(model_of(model, cls.default_model) or cls.default_model)
         total = cls.timeout if timeout is None else seconds("timeout", timeout, cls.timeout)
@@ -111,7 +128,7 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
                      total, total if stream_timeout is None else seconds("stream_timeout", stream_timeout, total))
         try:
             tokens = cls._tokens.get(call.base_url) or cls._tokens.setdefault(call.base_url, TokenCache())
-            stream_token = await call.ask(tokens, prompt, model)
+            stream_token = await call.ask(tokens, ask_payload(prompt, model, heat))
             # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
             reply = ReplyText()
             response = await call.stream(stream_token)
@@ -143,8 +160,8 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         return loops.iterate(cls.create_async_generator(model, messages, **kwargs), stream)
 
 
-def ask_payload(prompt: str, model: str) -> dict[str, Any]:
-    """The ask's body, as gptalk.net's web client sends it."""
+def ask_payload(prompt: str, model: str, temperature: float = 0) -> dict[str, Any]:
+    """The ask's body, as gptalk.net's web client sends it (``created_at`` is stamped when it is sent)."""
     return {
         "content": prompt,
         "accept": "stream",
@@ -155,7 +172,7 @@ def ask_payload(prompt: str, model: str) -> dict[str, Any]:
         "is_open_ctx": 0,
         "prompt": "",
         "roid": 111,
-        "temperature": 0,
+        "temperature": temperature,
         "ctx_msg_count": 3,
         "created_at": int(time.time()),
     }
@@ -236,8 +253,9 @@ class _Call:
             log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
         return token
 
-    async def ask(self, tokens: TokenCache, prompt: str, model: str) -> str:
-        """The stream token for ``prompt``, asked with a token from ``tokens``; a rejected token is replaced once.
+    async def ask(self, tokens: TokenCache, payload: dict[str, Any]) -> str:
+        """The stream token for the ask ``payload``, asked with a token from ``tokens``; a rejected token is replaced
+        once.
 
         An ask that a reused connection lost may have been read and counted by the server: it stays counted against
         its token, and the ask goes again, with the token's next ask or a new token, so that no token is sent a
@@ -253,8 +271,8 @@ class _Call:
                         "GPTalk login: the call's timeout ran out while another chat was logging in") from None
             self.secrets.append(token.value)
             try:
-                data, _ = await self._post("ask", "/api/chatgpt/chatapi/text", ask_payload(prompt, model), token,
-                                           resend=False)
+                payload["created_at"] = int(time.time())
+                data, _ = await self._post("ask", "/api/chatgpt/chatapi/text", payload, token, resend=False)
                 stream_token = token_of("ask", data)
             except pool.StaleConnectionError as exc:
                 lost += 1

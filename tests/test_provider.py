@@ -16,6 +16,7 @@ import pytest
 from g4f.Provider.helper import format_prompt
 
 from g4f_gptalk import GPTalk, auth, pool
+from g4f_gptalk.errors import InvalidRequestError
 from g4f_gptalk.server import Faults, GPTalkServer, echo_reply
 
 from .conftest import HELLO, chat, chat_async, partial_chat
@@ -298,3 +299,29 @@ def test_a_request_that_fails_through_a_socks5_proxy_is_not_sent_again(server):
     text, error = asyncio.run(through_socks())
     assert isinstance(error, g4f.errors.ResponseError) and "GPTalk login: request to" in str(error) and text == ""
     assert server.stats["logins"] == 1
+
+
+def test_temperature_reaches_the_ask_and_the_default_is_the_web_clients_0(server):
+    from g4f.client import Client
+
+    chat(HELLO, temperature=0.7)
+    chat(HELLO)
+    Client().chat.completions.create(model="gpt-3.5-turbo", messages=HELLO, provider=GPTalk, temperature=1.5)
+    assert [body["temperature"] for step, _, body in server.requests if step == "ask"] == [0.7, 0, 1.5]
+
+
+@pytest.mark.parametrize("value", [-0.1, 2.5, "1", True, float("nan"), float("inf")])
+def test_a_temperature_outside_0_to_2_is_refused_before_any_request(server, value):
+    _text, error = asyncio.run(partial_chat(HELLO, temperature=value))
+    assert isinstance(error, InvalidRequestError)
+    assert str(error) == f"GPTalk: temperature={value!r} is not a number from 0 to 2"
+    assert server.stats["logins"] == 0
+
+
+def test_arguments_the_service_has_no_setting_for_are_ignored_with_one_debug_line(server, monkeypatch, capsys):
+    monkeypatch.setattr(g4f.debug, "logging", True)
+    reply = chat(HELLO, max_tokens=5, stop=["GPTalk"], top_p=0.5, web_search=True, media=None, conversation=None,
+                 tool_calls=[], ignore_stream=True)
+    assert "".join(reply) == echo_reply("Hello")
+    said = [line for line in capsys.readouterr().out.splitlines() if "ignored" in line]
+    assert said == ["GPTalk: ignored max_tokens, stop, top_p, web_search: the service has no such setting"]
