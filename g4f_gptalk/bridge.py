@@ -115,32 +115,68 @@ def register_models() -> None:
 
 
 def list_in_web_gui(api_module: ModuleType) -> None:
-    """Make g4f's web GUI list the registered providers, without writing them into g4f's own files.
+    """Make every list g4f's web GUI builds show the registered providers, and keep them out of what g4f stores.
 
-    g4f 8 answers the GUI's provider list from a ``providers.json`` inside its package, and rewrites that file when
-    it builds the list afresh: the plugins' entries are added to what it answers and kept out of what it writes, so
-    that nothing of theirs outlives their uninstall. Earlier g4f builds the list live, where they are already.
+    g4f 8 answers the GUI's provider list from a ``providers.json`` inside its package (or its cache folder), and
+    the model search from ``.models/<version>/all_models.json`` in ``G4F_CACHE_DIR``, each built once and then
+    reused. The plugins' entries are added to what g4f answers and dropped from what it writes, so that the lists
+    show a plugin from its install on, whatever g4f cached before, and not after its uninstall, whatever g4f
+    cached meanwhile. Earlier g4f builds its lists live, where the plugins already are.
     """
     api = getattr(api_module, "Api", None)
-    get_providers = getattr(api, "get_providers", None)
-    if api is None or get_providers is None or getattr(get_providers, "lists_plugins", False):
+    if api is None:
         return
+    storage = getattr(api_module, "storage", None)
+    if storage is not None and not isinstance(storage, _StorageWithoutPlugins):
+        api_module.storage = _StorageWithoutPlugins(storage)  # type: ignore[attr-defined]
+    get_providers = getattr(api, "get_providers", None)
+    if get_providers is not None and not getattr(get_providers, "lists_plugins", False):
+        def providers_with_plugins() -> list[dict[str, Any]]:
+            return [*without_plugins(get_providers()), *(_gui_entry(provider) for provider in _working_plugins())]
 
-    def with_plugins() -> list[dict[str, Any]]:
-        g4fs_own = [entry for entry in get_providers() if not _is_plugin_entry(entry)]
-        return g4fs_own + [_gui_entry(provider) for provider in load_plugins().values()
-                           if getattr(provider, "working", False)]
+        providers_with_plugins.lists_plugins = True  # type: ignore[attr-defined]
+        api.get_providers = staticmethod(providers_with_plugins)
+        write_cache = getattr(api, "_write_providers_cache", None)
+        if write_cache is not None:
+            api._write_providers_cache = staticmethod(lambda result: write_cache(without_plugins(result)))
+    get_all_models = getattr(api, "get_all_models", None)
+    if get_all_models is not None and not getattr(get_all_models, "lists_plugins", False):
+        def all_models_with_plugins(self: Any) -> dict[str, list[Any]]:
+            return {**without_plugins(get_all_models(self)),
+                    **{provider.__name__: _models_of(provider) for provider in _working_plugins()}}
 
-    with_plugins.lists_plugins = True  # type: ignore[attr-defined]
-    api.get_providers = staticmethod(with_plugins)
-    write_cache = getattr(api, "_write_providers_cache", None)
-    if write_cache is not None:
-        api._write_providers_cache = staticmethod(
-            lambda result: write_cache([entry for entry in result if not _is_plugin_entry(entry)]))
+        all_models_with_plugins.lists_plugins = True  # type: ignore[attr-defined]
+        api.get_all_models = all_models_with_plugins
 
 
-def _is_plugin_entry(entry: Any) -> bool:
-    return isinstance(entry, dict) and entry.get("name") in registered
+class _StorageWithoutPlugins:
+    """g4f's GUI cache (``FileStorage``), storing its lists without the plugins' entries."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def set(self, key: str, value: Any) -> None:
+        self._storage.set(key, without_plugins(value))
+
+
+def without_plugins(found: Any) -> Any:
+    """A provider list (entries with a ``name``) or a model table (by provider name), less the plugins'."""
+    if isinstance(found, dict):
+        return {name: value for name, value in found.items() if name not in registered}
+    if isinstance(found, list):
+        return [entry for entry in found if not (isinstance(entry, dict) and entry.get("name") in registered)]
+    return found
+
+
+def _working_plugins() -> list[type]:
+    return [provider for provider in load_plugins().values() if getattr(provider, "working", False)]
+
+
+def _models_of(provider: type) -> list[Any]:
+    return list(getattr(provider, "models", None) or [getattr(provider, "default_model", None)])
 
 
 def _gui_entry(provider: type) -> dict[str, Any]:

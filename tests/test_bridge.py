@@ -69,3 +69,14 @@ def test_a_working_provider_of_g4fs_is_never_replaced(registry):
     with pytest.warns(bridge.PluginWarning, match="g4f already has a working provider named 'Alive'"):
         assert bridge._load(registry, EntryPoint("Alive", "fake_plugins:Alive", bridge.GROUP)) is None
     assert registry.__map__["Alive"] is Alive
+
+
+def test_what_g4fs_gui_stores_keeps_no_plugin_entry(tmp_path, monkeypatch):
+    from g4f.providers.cache import FileStorage
+
+    monkeypatch.setattr(bridge, "registered", {"GPTalk": PluginAlive})
+    storage = bridge._StorageWithoutPlugins(FileStorage(str(tmp_path)))
+    storage.set("8.8.6/providers", [{"name": "GPTalk"}, {"name": "Copilot"}])
+    storage.set("8.8.6/all_models", {"GPTalk": ["gpt-3.5-turbo"], "Copilot": ["gpt-4"]})
+    assert storage.get("8.8.6/providers") == [{"name": "Copilot"}]
+    assert storage.get("8.8.6/all_models") == {"Copilot": ["gpt-4"]}

@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -320,6 +321,35 @@ def test_the_web_gui_lists_gptalk_enabled_and_shows_its_reply_and_g4fs_files_kee
     # g4f started without the plugin, as after its uninstall, shows GPTalk nowhere
     with running_g4f_api(*options, env={"G4F_GPTALK_AUTOLOAD": "0"}) as base:
         assert "GPTalk" not in [entry["name"] for entry in get_json(base + "/backend-api/v2/providers")]
+
+
+@pytest.mark.skipif(G4F_MAJOR < 8, reason="g4f caches the GUI's model search from 8.x on")
+def test_the_gui_lists_follow_install_state_whatever_g4f_cached(server, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(os.environ["G4F_CACHE_DIR"], cache)  # today's offline provider list
+    all_models = cache / ".models" / importlib.metadata.version("g4f") / "all_models.json"
+    all_models.parent.mkdir(parents=True, exist_ok=True)
+    all_models.write_text(json.dumps({"Copilot": ["gpt-4"]}))  # what g4f cached before the plugin was installed
+    env = {"G4F_CACHE_DIR": str(cache)}
+
+    def gui_lists(base: str) -> tuple[list[Any], list[str], list[Any]]:
+        models = get_json(base + "/backend-api/v2/models")
+        providers = [entry["name"] for entry in get_json(base + "/backend-api/v2/providers")]
+        return models.get("GPTalk"), providers, get_json(base + "/backend-api/v2/models/GPTalk")
+
+    with running_g4f_api(env=env) as base:
+        search, providers, own_models = gui_lists(base)
+    assert search == ["gpt-3.5-turbo"] and "GPTalk" in providers and own_models
+    assert json.loads(all_models.read_text()) == {"Copilot": ["gpt-4"]}  # g4f's cache kept as it was
+
+    all_models.unlink()  # g4f builds its model search afresh while the plugin is installed
+    with running_g4f_api(env=env) as base:
+        assert gui_lists(base)[0] == ["gpt-3.5-turbo"]
+    assert all_models.exists() and "GPTalk" not in all_models.read_text()
+
+    with running_g4f_api(env={**env, "G4F_GPTALK_AUTOLOAD": "0"}) as base:  # as after an uninstall
+        search, providers, own_models = gui_lists(base)
+    assert (search, "GPTalk" in providers, own_models) == (None, False, [])
 
 
 def test_the_openai_compatible_server_lists_and_answers_with_gptalk(g4f_api, server):
