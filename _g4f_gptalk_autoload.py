@@ -2,7 +2,7 @@
 
 g4f has no plugin discovery of its own, so this module puts a finder on ``sys.meta_path`` that waits for
 ``g4f.Provider``, ``g4f.models`` and the web GUI's ``g4f.gui.server.api`` to be imported and, right after each has
-run, lets ``g4f_gptalk.bridge`` register the providers declared in the ``g4f.providers`` entry point group.
+run, lets ``g4f_gptalk.plugin.bridge`` register the providers declared in the ``g4f.providers`` entry point group.
 
 It runs in every interpreter of the environment, so it imports nothing beyond ``sys`` and ``os`` (both already
 loaded at start-up) and does nothing else until g4f is imported. Set ``G4F_GPTALK_AUTOLOAD=0`` to turn it off.
@@ -29,7 +29,7 @@ class _RegisteringLoader:
     def exec_module(self, module):
         self._loader.exec_module(module)
         try:
-            from g4f_gptalk import bridge
+            from g4f_gptalk.plugin import bridge
         except Exception as exc:  # noqa: BLE001 - a broken plugin install must never break g4f itself
             _warn_once(exc)
             return

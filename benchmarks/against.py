@@ -29,8 +29,9 @@ from pathlib import Path
 from clients import RawClient
 from run import Chat, consume, local_server
 
-from g4f_gptalk import GPTalk, pool
-from g4f_gptalk.server import echo_reply
+from g4f_gptalk import GPTalk
+from g4f_gptalk.runtime import pool
+from g4f_gptalk.testing.server import echo_reply
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 REF_PACKAGE = "g4f_gptalk_ref"

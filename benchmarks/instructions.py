@@ -23,7 +23,7 @@ import g4f
 from run import concurrent, local_server, make_client, sequential
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.server import echo_reply
+from g4f_gptalk.testing.server import echo_reply
 
 HERE = Path(__file__).parent
 CLIENTS = ["raw", "GPTalk", "seed"]

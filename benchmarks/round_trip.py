@@ -37,7 +37,7 @@ from clients import RawClient  # noqa: E402
 from g4f.client import Client  # noqa: E402
 
 from g4f_gptalk import GPTalk  # noqa: E402
-from g4f_gptalk.server import Faults, ServerThread, echo_reply  # noqa: E402
+from g4f_gptalk.testing.server import Faults, ServerThread, echo_reply  # noqa: E402
 
 ONE_WAY = 0.010  # seconds each chunk is held in each direction: a 20 ms round trip
 SCENARIOS = {"no tail": 0.0, "body ends 5 ms after [DONE]": 0.005}

@@ -30,9 +30,10 @@ from pathlib import Path
 import g4f
 from clients import RawClient, SeedClient
 
-from g4f_gptalk import GPTalk, loops, pool
-from g4f_gptalk.server import GPTalkServer, echo_reply
-from g4f_gptalk.sse import ReplyText
+from g4f_gptalk import GPTalk
+from g4f_gptalk.protocol.sse import ReplyText
+from g4f_gptalk.runtime import loops, pool
+from g4f_gptalk.testing.server import GPTalkServer, echo_reply
 
 RESULTS = Path(__file__).parent / "results"
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]

@@ -6,8 +6,8 @@ this package registers it too, for environments where the start-up hook is off (
 
 import g4f  # noqa: F401 - g4f first: its import runs the start-up hook, which may load our provider module
 
-from . import bridge
-from .provider import GPTalk
+from .plugin import bridge
+from .protocol.provider import GPTalk
 
 __version__ = "0.1.0"
 __all__ = ["GPTalk", "__version__"]

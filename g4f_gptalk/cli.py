@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from g4f import debug
 
 from . import __version__
-from .arguments import URL_ENV, checked_url
-from .errors import G4FError, InvalidRequestError
-from .provider import GPTalk
+from .protocol.arguments import URL_ENV, checked_url
+from .protocol.errors import G4FError, InvalidRequestError
+from .protocol.provider import GPTalk
 
 DEFAULT_PROMPT = "Hello, GPTalk! Say something in a few languages."
 
@@ -58,7 +58,7 @@ def demo(prompt: str, model: str, timeout: float | None) -> None:
     if os.environ.get(URL_ENV):
         chat(prompt, model, timeout)
         return
-    from .server import ServerThread
+    from .testing.server import ServerThread
 
     with ServerThread() as server:
         os.environ[URL_ENV] = server.url
@@ -67,7 +67,7 @@ def demo(prompt: str, model: str, timeout: float | None) -> None:
 
 
 def serve(port: int, host: str, public: bool) -> None:
-    from .server import serve_forever
+    from .testing.server import serve_forever
 
     if not public and host not in ("127.0.0.1", "localhost", "::1"):
         raise InvalidRequestError(f"--host {host} would serve beyond this machine; add --public to mean it")
@@ -82,7 +82,7 @@ def serve(port: int, host: str, public: bool) -> None:
 
 def doctor() -> bool:
     """Print one line per check; True when all pass."""
-    from .checks import run_checks
+    from .doctor import run_checks
 
     results = run_checks()
     for outcome, name, detail in results:

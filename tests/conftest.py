@@ -17,7 +17,7 @@ import g4f
 import pytest
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.server import GPTalkServer, ServerThread
+from g4f_gptalk.testing.server import GPTalkServer, ServerThread
 
 HELLO = [{"role": "user", "content": "Hello"}]
 

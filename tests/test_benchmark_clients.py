@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.server import echo_reply
+from g4f_gptalk.testing.server import echo_reply
 
 from .conftest import HELLO, chat
 

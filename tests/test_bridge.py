@@ -11,7 +11,7 @@ import pytest
 from g4f import debug
 from g4f.providers.base_provider import AsyncGeneratorProvider
 
-from g4f_gptalk import bridge
+from g4f_gptalk.plugin import bridge
 
 
 class Dead(AsyncGeneratorProvider):
@@ -72,7 +72,7 @@ def test_a_working_provider_of_g4fs_is_never_replaced(registry):
 
 
 def test_what_g4fs_gui_stores_keeps_no_plugin_entry(tmp_path, monkeypatch):
-    from g4f.providers.cache import FileStorage
+    FileStorage = pytest.importorskip("g4f.providers.cache", reason="g4f 8's GUI cache").FileStorage
 
     monkeypatch.setattr(bridge, "registered", {"GPTalk": PluginAlive})
     storage = bridge._StorageWithoutPlugins(FileStorage(str(tmp_path)))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from g4f_gptalk.server import Faults, echo_reply
+from g4f_gptalk.testing.server import Faults, echo_reply
 
 
 def g4f_gptalk(*args: str) -> subprocess.CompletedProcess[str]:
@@ -118,7 +118,7 @@ def test_serve_prints_its_url_and_answers():
 
 
 def test_the_control_endpoints_answer_loopback_clients_only(server):
-    from g4f_gptalk.server import _is_loopback
+    from g4f_gptalk.testing.server import _is_loopback
 
     with urllib.request.urlopen(server.url + "/_local/stats", timeout=10) as response:
         assert response.status == 200  # this test talks over loopback

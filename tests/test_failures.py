@@ -12,8 +12,8 @@ from g4f.errors import RateLimitError, ResponseError
 from g4f.Provider.helper import format_prompt
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.errors import G4FError, IncompleteReplyError, InvalidRequestError
-from g4f_gptalk.server import Faults, echo_reply
+from g4f_gptalk.protocol.errors import G4FError, IncompleteReplyError, InvalidRequestError
+from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import HELLO, chat, partial_chat, run_python
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from g4f_gptalk.server import echo_reply
+from g4f_gptalk.testing.server import echo_reply
 
 from .conftest import run_python, without_g4f_notices
 
@@ -86,7 +86,7 @@ def test_g4fs_own_dead_gptalk_is_replaced_by_the_plugin(server):
         print(g4f.ChatCompletion.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "Hello"}],
                                         provider="GPTalk"))
     """))
-    assert out.splitlines() == ["False g4f_gptalk.provider g4f_gptalk.provider", REPLY]
+    assert out.splitlines() == ["False g4f_gptalk.protocol.provider g4f_gptalk.protocol.provider", REPLY]
 
 
 def test_registry_views_and_models_list_gptalk_once():
@@ -100,7 +100,7 @@ def test_registry_views_and_models_list_gptalk_once():
               [p.__name__ for p in model.best_provider.providers])
     """))
     *views, served_by = out.split(maxsplit=5)
-    assert views == ["g4f_gptalk.provider", "True", "True", "1", "1"]
+    assert views == ["g4f_gptalk.protocol.provider", "True", "True", "1", "1"]
     assert served_by.endswith("'GPTalk']\n") and served_by.count("'GPTalk'") == 1  # after g4f's own, if any
 
 
@@ -135,7 +135,7 @@ def test_every_import_order_registers_gptalk_exactly_once(imports):
             list(P._provider_names) if hasattr(P, "_provider_names") else [p.__name__ for p in P.__providers__])
         print(names.count("GPTalk"), P.ProviderUtils.convert["GPTalk"].__module__)
     """))
-    assert out.split() == ["1", "g4f_gptalk.provider"]
+    assert out.split() == ["1", "g4f_gptalk.protocol.provider"]
 
 
 def test_the_autoload_opt_out_leaves_g4f_untouched():
@@ -159,7 +159,7 @@ def start_up_imports() -> dict[str, int]:
 def test_interpreter_start_up_imports_nothing_heavy_and_costs_under_a_millisecond(capsys):
     start_up_imports()  # the first run may write the bytecode cache
     runs = [start_up_imports() for _ in range(5)]
-    heavy = {"g4f", "aiohttp", "importlib.abc", "importlib.resources", "g4f_gptalk", "g4f_gptalk.provider"}
+    heavy = {"g4f", "aiohttp", "importlib.abc", "importlib.resources", "g4f_gptalk", "g4f_gptalk.protocol.provider"}
     assert all("_g4f_gptalk_autoload" in run and heavy.isdisjoint(run) for run in runs)
     best = min(run["_g4f_gptalk_autoload"] for run in runs)
     assert best < 1000  # microseconds
@@ -181,8 +181,8 @@ def a_working_builtin() -> str:
     """The name of a provider g4f itself has and marks working (they differ between g4f releases)."""
     import g4f.Provider as registry
 
-    from g4f_gptalk import bridge
-    from g4f_gptalk.checks import _registered_names
+    from g4f_gptalk.doctor import _registered_names
+    from g4f_gptalk.plugin import bridge
 
     return next(name for name in sorted(_registered_names(registry)) if name not in bridge.registered
                 and getattr(getattr(registry, name, None), "working", False) is True)
@@ -423,7 +423,7 @@ def test_doctor_reports_a_missing_registration_under_python_dash_o():
     result = subprocess.run([sys.executable, "-O", "-c", textwrap.dedent("""
         import g4f
         g4f.debug.version_check = False  # older g4f would ask PyPI while choosing a provider
-        from g4f_gptalk import checks
+        from g4f_gptalk import doctor as checks
         checks.GPTalk = type("NotTheRegisteredGPTalk", (), {})  # what g4f has registered is no longer it
         print(checks.run_checks()[1][0])
     """)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent)
@@ -453,13 +453,13 @@ def test_gptalk_survives_a_reload_of_g4fs_provider_registry(server):
         print(P.ProviderUtils.convert["GPTalk"].__module__)
         print(g4f.ChatCompletion.create("gpt-3.5-turbo", [{"role": "user", "content": "Hello"}], provider="GPTalk"))
     """))
-    assert out.splitlines() == ["g4f_gptalk.provider", REPLY]
+    assert out.splitlines() == ["g4f_gptalk.protocol.provider", REPLY]
 
 
 def test_a_second_bridge_in_the_same_group_stays_quiet(tmp_path):
     # another plugin package built the same way runs its own copy of the bridge after ours
     out = run_python(textwrap.dedent("""
-        import importlib.util, warnings, g4f.Provider, g4f_gptalk.bridge as ours
+        import importlib.util, warnings, g4f.Provider, g4f_gptalk.plugin.bridge as ours
         spec = importlib.util.spec_from_file_location("their_bridge", ours.__file__)
         theirs = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(theirs)

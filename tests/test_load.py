@@ -7,9 +7,9 @@ import collections
 import math
 import time
 
-from g4f_gptalk import pool
-from g4f_gptalk.errors import G4FError
-from g4f_gptalk.server import Faults, echo_reply
+from g4f_gptalk.protocol.errors import G4FError
+from g4f_gptalk.runtime import pool
+from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import partial_chat
 

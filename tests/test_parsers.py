@@ -8,9 +8,9 @@ import math
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from g4f_gptalk.auth import Token, expiry_of
-from g4f_gptalk.errors import G4FError, answer_data, retry_after, token_of
-from g4f_gptalk.sse import ReplyText
+from g4f_gptalk.protocol.auth import Token, expiry_of
+from g4f_gptalk.protocol.errors import G4FError, answer_data, retry_after, token_of
+from g4f_gptalk.protocol.sse import ReplyText
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

@@ -11,9 +11,10 @@ import warnings
 import pytest
 from g4f.errors import ResponseError
 
-from g4f_gptalk import GPTalk, pool
-from g4f_gptalk.errors import GPTalkTimeoutError
-from g4f_gptalk.server import Faults, echo_reply
+from g4f_gptalk import GPTalk
+from g4f_gptalk.protocol.errors import GPTalkTimeoutError
+from g4f_gptalk.runtime import pool
+from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import HELLO, chat, chat_async, partial_chat
 

@@ -15,9 +15,11 @@ import g4f.errors
 import pytest
 from g4f.Provider.helper import format_prompt
 
-from g4f_gptalk import GPTalk, auth, pool
-from g4f_gptalk.errors import InvalidRequestError
-from g4f_gptalk.server import Faults, GPTalkServer, echo_reply
+from g4f_gptalk import GPTalk
+from g4f_gptalk.protocol import auth
+from g4f_gptalk.protocol.errors import InvalidRequestError
+from g4f_gptalk.runtime import pool
+from g4f_gptalk.testing.server import Faults, GPTalkServer, echo_reply
 
 from .conftest import HELLO, chat, chat_async, partial_chat
 

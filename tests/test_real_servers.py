@@ -14,8 +14,10 @@ import g4f
 import pytest
 from g4f.client import Client
 
-from g4f_gptalk import GPTalk, auth, pool
-from g4f_gptalk.server import Faults, echo_reply
+from g4f_gptalk import GPTalk
+from g4f_gptalk.protocol import auth
+from g4f_gptalk.runtime import pool
+from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import chat, chat_async, partial_chat
 from .test_faults import closed_at_the_server

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from g4f_gptalk.errors import IncompleteReplyError
-from g4f_gptalk.sse import EVENT_BYTES, EventDecoder, ReplyText
+from g4f_gptalk.protocol.errors import IncompleteReplyError
+from g4f_gptalk.protocol.sse import EVENT_BYTES, EventDecoder, ReplyText
 
 NOISE = [b": keep-alive\n", b"event: message\n", b"id: 42\n", b"retry: 3000\n", b":\n", b"event: ping\r\n"]
 

@@ -17,8 +17,8 @@ import g4f
 import pytest
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.errors import GPTalkTimeoutError
-from g4f_gptalk.server import Faults, echo_reply
+from g4f_gptalk.protocol.errors import GPTalkTimeoutError
+from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import HELLO, chat_async, run_python, without_g4f_notices
 
@@ -210,7 +210,7 @@ FORK_THEN_CHAT_AT_ONCE = textwrap.dedent("""
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # as uvicorn does for g4f api
     import g4f
-    from g4f_gptalk.server import echo_reply
+    from g4f_gptalk.testing.server import echo_reply
     g4f.debug.version_check = False
 
     def chats(who):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from .provider import GPTalk
+from .protocol.provider import GPTalk
 
 Result = tuple[str, str, str]
 """(``"ok"``, ``"warn"`` or ``"FAIL"``, the check's name, what it found)."""
@@ -44,7 +44,7 @@ def autoload() -> str:
     require(_g4f_gptalk_autoload.enabled(), "G4F_GPTALK_AUTOLOAD turns the start-up hook off")
     out = subprocess.run([sys.executable, "-c", _FRESH_INTERPRETER], capture_output=True, text=True)
     module = out.stdout.split()[0] if out.stdout.split() else out.stderr.strip()[-200:]
-    require(module == "g4f_gptalk.provider", f"a fresh `import g4f` does not see GPTalk ({module})")
+    require(module == GPTalk.__module__, f"a fresh `import g4f` does not see GPTalk ({module})")
     return "a fresh interpreter that imports only g4f finds GPTalk"
 
 
@@ -104,8 +104,8 @@ def models() -> str:
 
 
 def login() -> str:
-    from .arguments import service_url
-    from .provider import check_login
+    from .protocol.arguments import service_url
+    from .protocol.provider import check_login
 
     url = service_url(GPTalk.default_url)
     asyncio.run(check_login(url))

@@ -9,7 +9,7 @@ A thread whose own loop is running (Jupyter, an async framework calling sync cod
 its calls run on one shared background loop thread instead, one thread hop per item.
 
 A chat run there for a caller whose own loop it blocks must not wait for anything that loop has to do: it never
-queues for another chat's login (see ``auth.must_not_wait``).
+queues for another chat's login (see ``must_not_wait``).
 
 Lifecycle: a thread's loop is shut down (its pooled sessions closed) when the thread ends, and the main thread's
 at interpreter exit. After ``fork`` the child sets aside the loops it inherited, with everything they hold, and
@@ -34,10 +34,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 from . import pool
-from .auth import must_not_wait
 from .pool import running_loop
 
 T = TypeVar("T")
+must_not_wait: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_must_not_wait", default=False)
+"""True in a chat run for a sync caller whose own event loop it blocks (a notebook cell): anything that loop has
+to do, such as finishing a login other chats wait for, cannot happen meanwhile, so the chat must not wait for it."""
 CANCEL_WAIT = 5.0
 """Seconds a caller that stopped early waits for its request to be cancelled."""
 

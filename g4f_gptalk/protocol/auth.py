@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import datetime
 import math
 import os
@@ -27,18 +26,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compat import log
+from ..plugin.compat import log
+from ..runtime.loops import must_not_wait
+from ..runtime.pool import running_loop
 from .errors import http_date
-from .pool import running_loop
 
 MAX_ASKS_PER_TOKEN = 5
 CLOCK_SKEW = 5.0
 """Seconds before ``expires_at`` at which a token is no longer used, for clocks that disagree a little."""
 UNKNOWN_EXPIRY_LIFETIME = 300.0
 """Seconds a token is used for when the login answer does not say when it expires."""
-must_not_wait: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_must_not_wait", default=False)
-"""True in a chat run for a sync caller whose own event loop it blocks (a notebook cell): another chat's login may
-need that loop to finish, so such a chat logs in itself rather than queue for it."""
 
 
 def expiry_of(data: dict[str, Any], date: str | None = None) -> float:

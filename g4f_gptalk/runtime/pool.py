@@ -38,7 +38,7 @@ from aiohttp import (
 )
 from g4f import debug
 
-from .compat import log
+from ..plugin.compat import log
 
 STALE_RETRIES = 8
 """How many reused connections in a row a request may find closed by the server before it gives up."""

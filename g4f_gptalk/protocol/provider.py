@@ -1,0 +1,325 @@
+"""The GPTalk provider: gptalk.net's anonymous chat, through g4f.
+
+One chat is three requests: a login (skipped while the cached token has asks left; see ``auth``), an ask that
+returns a stream token, and an SSE stream of the reply (see ``sse``). Connections are pooled per event loop (see
+``pool``), and sync callers keep their loop between calls (see ``loops``); arguments are checked by
+``arguments``; errors are g4f's own types (see ``errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable
+from typing import Any, ClassVar
+
+import aiohttp
+from g4f import debug
+from g4f.errors import ResponseError
+from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
+from g4f.typing import AsyncResult, CreateResult, Messages
+
+from ..plugin.compat import log
+from ..runtime import loops, pool
+from .arguments import (
+    URL_ENV,
+    model_of,
+    origin_of,
+    prompt_of,
+    proxy_password,
+    seconds,
+    service_url,
+    split_proxy,
+    temperature_of,
+    unused,
+)
+from .auth import Token, TokenCache, expiry_of
+from .errors import G4FError, GPTalkTimeoutError, TokenRejectedError, answer_data, redact, token_of
+from .sse import ReplyText
+
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/117.0.0.0 Safari/537.36"
+)
+# What gptalk.net's web client sends with every API call: the pooled sessions' default headers. Origin, referer and
+# timestamp are added per request.
+BROWSER_HEADERS = {
+    "accept": "*/*",
+    "accept-language": "en-US,en;q=0.9",
+    "content-type": "application/json",
+    "sec-ch-ua": '"Google Chrome";v="117", "Not;A=Brand";v="8", "Chromium";v="117"',
+    "sec-ch-ua-mobile": "?0",
+    "sec-ch-ua-platform": '"Linux"',
+    "sec-fetch-dest": "empty",
+    "sec-fetch-mode": "cors",
+    "sec-fetch-site": "same-origin",
+    "user-agent": USER_AGENT,
+    "x-auth-appid": "2229",
+    "x-auth-openid": "",
+    "x-auth-platform": "",
+}
+
+
+class _ServiceURL(type(AsyncGeneratorProvider)):  # type: ignore[misc]
+    """Makes ``GPTalk.url`` what a call will use: ``G4F_GPTALK_URL`` when set, else the address given to the class
+    (so that g4f's provider lists and GUI show the service actually called)."""
+
+    @property
+    def url(cls) -> str:
+        return os.environ.get(URL_ENV) or cls.default_url
+
+    @url.setter
+    def url(cls, value: str) -> None:
+        cls.default_url = value
+
+
+class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
+    """gptalk.net: anonymous GPT-3.5 chat. ``G4F_GPTALK_URL``, when set, replaces ``url`` at each call."""
+
+    label = "GPTalk"
+    default_url = "https://gptalk.net"
+    """The service address unless ``G4F_GPTALK_URL`` is set; ``url`` gives the one in force."""
+    working = True
+    active_by_default = True  # on in g4f's web GUI without a visit to its settings, like g4f's no-login providers
+    supports_stream = True
+    supports_message_history = True
+    supports_system_message = True
+    default_model = "gpt-3.5-turbo"
+    models: ClassVar[list[str]] = [default_model]
+    timeout: ClassVar[float] = 120.0
+    """Seconds for a whole call unless ``timeout=`` is given."""
+
+    _tokens: ClassVar[dict[str, TokenCache]] = {}
+
+    @classmethod
+    async def create_async_generator(
+        cls,
+        model: str,
+        messages: Messages,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        stream_timeout: float | None = None,
+        temperature: float | None = None,
+        **kwargs: Any,
+    ) -> AsyncResult:
+        """Stream GPTalk's reply to ``messages``, one new piece of text at a time.
+
+        ``timeout`` (seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
+        stream (default: ``timeout``). ``proxy`` is an http(s) or socks URL. ``temperature`` (0 to 2) goes to the
+        service. Other keyword arguments g4f passes (``max_tokens``, ``stop``, ``top_p``, ``web_search``, ``media``,
+        ``conversation``…) have no counterpart in GPTalk's protocol: they are ignored, and g4f's debug log says so.
+        """
+        prompt = prompt_of(messages)
+        heat = temperature_of(temperature)
+        if kwargs and debug.logging and (ignored := unused(kwargs)):
+            log(f"GPTalk: ignored {', '.join(ignored)}: the service has no such setting")
+        if model not in cls.models:  # a listed model needs no check, and g4f's get_model returns it as it is
+            model = cls.get_model(model_of(model, cls.default_model) or cls.default_model)
+        total = cls.timeout if timeout is None else seconds("timeout", timeout, cls.timeout)
+        resources = pool.of_running_loop() or await pool.for_running_loop()
+        if resources.draining:
+            # One turn of the loop takes in what has arrived meanwhile: an earlier stream whose body has ended gives
+            # its connection back before this chat picks one (a sync caller's loop stands still between calls).
+            await asyncio.sleep(0)
+        call = _Call(service_url(cls.default_url), resources, proxy,
+                     total, total if stream_timeout is None else seconds("stream_timeout", stream_timeout, total))
+        try:
+            tokens = cls._tokens.get(call.base_url) or cls._tokens.setdefault(call.base_url, TokenCache())
+            stream_token = await call.ask(tokens, ask_payload(prompt, model, heat))
+            # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
+            reply = ReplyText()
+            response = await call.stream(stream_token)
+            try:
+                async for chunk in response.content.iter_any():
+                    for delta in reply.deltas(chunk):
+                        yield delta
+                    if reply.done:
+                        break  # the reply is complete: what may follow [DONE] is drained in the background
+            except GPTalkTimeoutError:
+                raise
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise call.stream_failure(exc, reply) from exc
+            finally:
+                if reply.done:
+                    resources.finish(response)
+                else:  # pooled if the body has ended, else closed with its connection (aiohttp's rule on release)
+                    response.release()
+            for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
+                yield delta
+        except G4FError as exc:
+            redact(exc, call.secrets)  # a server may echo a token back in what the error quotes
+            raise
+
+    @classmethod
+    def create_completion(cls, model: str, messages: Messages, stream: bool = True, **kwargs: Any) -> CreateResult:
+        """The sync form of ``create_async_generator``, which g4f's sync API calls: each piece as it arrives, on an
+        event loop this thread keeps, so that sync chats share pooled connections and tokens like async ones."""
+        return loops.iterate(cls.create_async_generator(model, messages, **kwargs), stream)
+
+
+def ask_payload(prompt: str, model: str, temperature: float = 0) -> dict[str, Any]:
+    """The ask's body, as gptalk.net's web client sends it (``created_at`` is stamped when it is sent)."""
+    return {
+        "content": prompt,
+        "accept": "stream",
+        "from": 1,
+        "model": model,
+        "is_mobile": 0,
+        "user_agent": USER_AGENT,
+        "is_open_ctx": 0,
+        "prompt": "",
+        "roid": 111,
+        "temperature": temperature,
+        "ctx_msg_count": 3,
+        "created_at": int(time.time()),
+    }
+
+
+class _Call:
+    """The requests of one chat, all sharing its loop's pooled session, its proxy and its time bounds."""
+
+    def __init__(
+        self, base_url: str, resources: pool.LoopResources, proxy: str | None, total: float, stall: float
+    ) -> None:
+        http_proxy, socks_proxy = split_proxy(proxy) if proxy else (None, None)
+        self.base_url = base_url
+        self.origin = origin_of(base_url)
+        self.session = resources.session(socks_proxy, BROWSER_HEADERS)
+        self.proxy = http_proxy
+        self.deadline = time.monotonic() + total
+        self.stall = stall
+        self.secrets: list[str | None] = [proxy_password(proxy)] if proxy else []
+        """What this call must keep out of its errors: fingerprints, tokens, the proxy password."""
+
+    def _headers(self, token: Token | None = None) -> dict[str, str]:
+        headers = {
+            "origin": self.origin,
+            "referer": self.base_url + "/",
+            "x-auth-timestamp": str(int(time.time())),
+        }
+        if token is not None:
+            headers["authorization"] = f"Bearer {token.value}"
+        return headers
+
+    def _send(self, step: str, method: str, path: str, **options: Any) -> Awaitable[aiohttp.ClientResponse]:
+        """One request's response, its headers read; the caller releases it (``async with response``). The request
+        gets what is left of the call's time, and the stall bound if it is the shorter."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise GPTalkTimeoutError(f"GPTalk {step}: the call's timeout ran out before this step")
+        # A stall bound no shorter than what is left adds nothing but a timer rescheduled at every read.
+        timeout = aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None)
+        return pool.request(self.session, method, self.base_url + path, proxy=self.proxy, timeout=timeout, **options)
+
+    def _failure(self, step: str, exc: Exception) -> G4FError:
+        """What a failed request, or the reading of its answer, is for the caller."""
+        if isinstance(exc, TimeoutError):
+            return GPTalkTimeoutError(f"GPTalk {step}: no answer in time")
+        if isinstance(exc, aiohttp.TooManyRedirects):
+            return ResponseError(f"GPTalk {step}: the service redirected {len(exc.history)} times in a row; "
+                                 f"a redirect loop at {exc.request_info.real_url}?")
+        if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError) \
+                and (errno := exc.os_error.errno) is not None:
+            # a failed name lookup has words of its own; asyncio's words for a failed connect repeat the address
+            reason = exc.os_error.strerror if isinstance(exc.os_error, socket.gaierror) else os.strerror(errno)
+            return ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: {reason}")
+        return ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}")
+
+    async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None,
+                    resend: bool = True) -> tuple[dict[str, Any], str | None]:
+        """POST ``payload``; the ``data`` of the JSON answer and the answer's ``Date`` header, or the matching g4f
+        error (or, with ``resend=False``, ``pool.StaleConnectionError``)."""
+        try:
+            response = await self._send(step, "POST", path, data=json.dumps(payload), headers=self._headers(token),
+                                        resend=resend)
+            async with response:
+                status, headers, body = response.status, response.headers, await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if isinstance(exc, GPTalkTimeoutError):  # ours, from _send: already says what ran out
+                raise
+            raise self._failure(step, exc) from exc
+        return answer_data(step, status, headers, body), headers.get("Date")
+
+    async def login(self) -> Token:
+        fingerprint = secrets.token_hex(16)
+        self.secrets.append(fingerprint)
+        data, date = await self._post("login", "/api/chatgpt/user/login",
+                                      {"fingerprint": fingerprint, "platform": "fingerprint"})
+        token = Token(token_of("login", data), expiry_of(data, date))
+        if debug.logging:
+            log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
+        return token
+
+    async def ask(self, tokens: TokenCache, payload: dict[str, Any]) -> str:
+        """The stream token for the ask ``payload``, asked with a token from ``tokens``; a rejected token is replaced
+        once.
+
+        An ask that a reused connection lost may have been read and counted by the server: it stays counted against
+        its token, and the ask goes again, with the token's next ask or a new token, so that no token is sent a
+        sixth ask."""
+        rejections = lost = 0
+        while True:
+            token = tokens.take()
+            if token is None:
+                try:
+                    token = await tokens.reserve(self.login, self.deadline - time.monotonic())
+                except TimeoutError:
+                    raise GPTalkTimeoutError(
+                        "GPTalk login: the call's timeout ran out while another chat was logging in") from None
+            self.secrets.append(token.value)
+            try:
+                payload["created_at"] = int(time.time())
+                data, _ = await self._post("ask", "/api/chatgpt/chatapi/text", payload, token, resend=False)
+                stream_token = token_of("ask", data)
+            except pool.StaleConnectionError as exc:
+                lost += 1
+                if lost > pool.STALE_RETRIES:
+                    raise ResponseError(f"GPTalk ask: request to {self.base_url} failed: {exc}") from exc
+                log(f"GPTalk ask: a pooled connection failed before the answer ({exc}); the ask counts as used; "
+                    f"asking again")
+                continue
+            except TokenRejectedError:
+                tokens.drop(token)
+                rejections += 1
+                if rejections == 2:
+                    raise
+                log("GPTalk ask: the service rejected the token; logging in again")
+                continue
+            self.secrets.append(stream_token)
+            return stream_token
+
+    async def stream(self, stream_token: str) -> aiohttp.ClientResponse:
+        """The reply stream's response, its status checked; the caller reads and releases it, and turns what fails
+        meanwhile into a g4f error with ``stream_failure``."""
+        response = await self._send("stream", "GET", "/api/chatgpt/chatapi/stream", params={"token": stream_token},
+                                    headers=self._headers())
+        if response.status != 200:
+            async with response:
+                answer_data("stream", response.status, response.headers, await response.read())
+        return response
+
+    def stream_failure(self, exc: TimeoutError | aiohttp.ClientError, reply: ReplyText) -> G4FError:
+        """What a stall or a broken connection while reading the stream is for the caller: a g4f error saying how
+        much of ``reply`` had arrived."""
+        if isinstance(exc, TimeoutError):
+            # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
+            ran_out = time.monotonic() >= self.deadline - 0.05
+            cause = "the call's timeout ran out" if ran_out else f"no data for {self.stall:g}s"
+            return GPTalkTimeoutError(
+                f"GPTalk stream: {cause}; the reply is incomplete after {len(reply.text)} characters")
+        if reply.text or isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+            return reply.incomplete(f"the connection failed ({exc})")
+        return self._failure("stream", exc)
+
+
+async def check_login(base_url: str, timeout: float = 15.0) -> None:
+    """Log in once at ``base_url`` and discard the token: whether the service answers (``g4f-gptalk doctor``)."""
+    call = _Call(base_url, await pool.for_running_loop(), None, timeout, timeout)
+    try:
+        await call.login()
+    except G4FError as exc:
+        redact(exc, call.secrets)
+        raise
