@@ -6,6 +6,9 @@ run, lets ``g4f_gptalk.plugin.bridge`` register the providers declared in the ``
 
 It runs in every interpreter of the environment, so it imports nothing beyond ``sys`` and ``os`` (both already
 loaded at start-up) and does nothing else until g4f is imported. Set ``G4F_GPTALK_AUTOLOAD=0`` to turn it off.
+
+PYTEST_DONT_REWRITE: pytest marks the modules of a plugin's distribution for assertion rewriting, and warns about
+one that is already imported, as this one is at every start-up; the marker tells it to leave this one alone.
 """
 
 import os

@@ -60,7 +60,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str], tmp_path
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
-    GPTalk._tokens.clear()
+    GPTalk.forget_tokens()
 
 
 @pytest.fixture
@@ -81,8 +81,9 @@ def start_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
-def server(start_server: Any) -> GPTalkServer:
-    return start_server()
+def server(gptalk_server: GPTalkServer) -> GPTalkServer:
+    """The local server of the testing kit this package ships (the ``gptalk_server`` fixture)."""
+    return gptalk_server
 
 
 async def chat_async(messages: Any = HELLO, **kwargs: Any) -> list[str]:

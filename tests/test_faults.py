@@ -237,8 +237,10 @@ def test_a_cancelled_chat_has_its_connection_closed(server):
                 received.append(delta)
 
         task = asyncio.ensure_future(chat_into_received())
-        while not received:  # the reply has begun; the server stalls after half of it
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:  # the reply has begun; the server stalls midway
             await asyncio.sleep(0.01)
+        assert received, "the reply did not begin"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -31,6 +31,16 @@ HELLO_MESSAGES = [{"role": "user", "content": "Hello"}]
 G4F_MAJOR = int(importlib.metadata.version("g4f").split(".")[0])
 
 
+def test_the_tests_import_the_installed_package_not_the_checkout():
+    import g4f_gptalk
+
+    installed = importlib.metadata.distribution("g4f-gptalk")
+    if json.loads(installed.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable"):
+        pytest.skip("an editable install is the checkout")
+    assert Path(g4f_gptalk.__file__).resolve().is_relative_to(Path(str(installed.locate_file(""))).resolve())
+    assert not Path(g4f_gptalk.__file__).resolve().is_relative_to(Path(__file__).resolve().parent.parent)
+
+
 def test_provider_by_name_sync_and_async(server):
     out = run_python(textwrap.dedent("""
         import asyncio, g4f
@@ -469,3 +479,37 @@ def test_a_second_bridge_in_the_same_group_stays_quiet(tmp_path):
         print(sorted(found), [str(w.message) for w in caught])
     """))
     assert out.strip() == "[] []"
+
+
+def test_a_test_suite_outside_the_project_gets_the_gptalk_server_fixture(tmp_path):
+    (tmp_path / "test_app.py").write_text(textwrap.dedent("""
+        import os
+        import g4f
+
+        from g4f_gptalk.testing.server import Faults, echo_reply
+
+        g4f.debug.version_check = False
+        HELLO = [{"role": "user", "content": "Hello"}]
+
+        def test_a_chat_through_g4f_reaches_the_fixtures_server(gptalk_server):
+            assert os.environ["G4F_GPTALK_URL"] == gptalk_server.url
+            assert g4f.ChatCompletion.create(model="gpt-3.5-turbo", provider="GPTalk", messages=HELLO) \\
+                == echo_reply("Hello")
+            assert gptalk_server.stats["logins"] == 1 and gptalk_server.stats["asks"] == 1
+
+        def test_its_faults_are_the_tests_to_set(gptalk_server):
+            gptalk_server.faults = Faults(ask=["429"])
+            try:
+                g4f.ChatCompletion.create(model="gpt-3.5-turbo", provider="GPTalk", messages=HELLO)
+            except g4f.errors.RateLimitError as error:
+                assert "GPTalk ask: HTTP 429" in str(error)
+            assert gptalk_server.stats["asks"] == 1
+
+        def test_nothing_is_left_in_the_environment():
+            assert "G4F_GPTALK_URL" not in os.environ
+    """))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::pytest.PytestWarning",
+         "test_app.py"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout

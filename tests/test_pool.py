@@ -68,8 +68,10 @@ def test_waiting_for_another_chats_login_ends_with_the_waiters_own_timeout(serve
 
     async def two_chats() -> tuple[str, BaseException | None, float, str]:
         slow = asyncio.ensure_future(chat_async(timeout=30))
-        while server.stats["logins"] == 0:  # the first chat's login has reached the server
+        deadline = time.monotonic() + 10
+        while server.stats["logins"] == 0 and time.monotonic() < deadline:  # the first chat's login is under way
             await asyncio.sleep(0.01)
+        assert server.stats["logins"] == 1, "the first chat did not log in"
         started = time.monotonic()
         _text, error = await partial_chat(HELLO, timeout=0.5)
         waited = time.monotonic() - started

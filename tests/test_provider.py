@@ -220,12 +220,6 @@ def test_tokens_fingerprints_and_proxy_passwords_stay_out_of_logs_errors_and_rep
     assert [secret for secret in secrets if secret in seen] == []
 
 
-@pytest.mark.parametrize("attribute", ["working", "supports_stream", "supports_message_history", "supports_system_message"])
-def test_provider_declares_what_it_supports(attribute):
-    assert getattr(GPTalk, attribute) is True
-    assert GPTalk.default_model == "gpt-3.5-turbo" and GPTalk.models == ["gpt-3.5-turbo"]
-
-
 def test_requests_go_through_the_http_proxy(server, monkeypatch):
     # Nothing listens at the service address; only a request sent through the proxy (in absolute form, which the
     # local server also answers) can reach a GPTalk server.

@@ -154,6 +154,14 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
             raise
 
     @classmethod
+    def forget_tokens(cls, base_url: str | None = None) -> None:
+        """Drop the tokens kept for ``base_url`` (every service's if None): the next chat logs in afresh."""
+        if base_url is None:
+            cls._tokens.clear()
+        else:
+            cls._tokens.pop(base_url.rstrip("/"), None)
+
+    @classmethod
     def create_completion(cls, model: str, messages: Messages, stream: bool = True, **kwargs: Any) -> CreateResult:
         """The sync form of ``create_async_generator``, which g4f's sync API calls: each piece as it arrives, on an
         event loop this thread keeps, so that sync chats share pooled connections and tokens like async ones."""
