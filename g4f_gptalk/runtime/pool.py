@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import weakref
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from aiohttp import (
     ClientSession,
     ServerDisconnectedError,
     TCPConnector,
+    TraceConfig,
 )
 from g4f import debug
 
@@ -50,14 +52,16 @@ DRAIN_SECONDS = 5.0
 _opened: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_connection_opened", default=False)
 
 
-class _Connector(TCPConnector):
-    """A ``TCPConnector`` that tells a request when it opened a new connection rather than reusing a pooled one.
+async def _on_new_connection(*_: Any) -> None:
+    _opened.set(True)  # in the requesting task's own context, so ``request`` reads it after a failure
 
-    Only a new connection passes through ``_create_connection``, so a reused one costs nothing extra."""
 
-    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
-        _opened.set(True)  # in the requesting task's own context, so ``request`` reads it after a failure
-        return await super()._create_connection(req, traces, timeout)
+_NEW_CONNECTIONS = TraceConfig()
+"""aiohttp's tracing tells a request when it opens a new connection rather than reusing a pooled one."""
+_NEW_CONNECTIONS.on_connection_create_start.append(_on_new_connection)
+_NEW_CONNECTIONS.freeze()
+_telling: weakref.WeakSet[ClientSession] = weakref.WeakSet()
+"""The sessions that trace new connections: those without a SOCKS proxy (its connector cannot tell)."""
 
 
 class StaleConnectionError(Exception):
@@ -80,7 +84,7 @@ async def request(session: ClientSession, method: str, url: str, *, resend: bool
         try:
             return await session.request(method, url, **options)
         except (ServerDisconnectedError, ClientOSError) as exc:
-            if isinstance(exc, ClientConnectorError) or _opened.get() or not isinstance(session.connector, _Connector):
+            if isinstance(exc, ClientConnectorError) or _opened.get() or session not in _telling:
                 raise
             if not resend:
                 raise StaleConnectionError(str(exc)) from exc
@@ -116,14 +120,15 @@ class LoopResources:
         key = (socks_proxy, id(headers))
         entry = self._sessions.get(key)
         if entry is None or entry[0].closed:
-            connector: BaseConnector
             if socks_proxy is None:
-                connector = _Connector()
+                session = ClientSession(connector=TCPConnector(), headers=headers, trace_configs=[_NEW_CONNECTIONS])
+                _telling.add(session)
             else:
                 from g4f.requests.aiohttp import get_connector  # needs aiohttp_socks, only for SOCKS proxies
 
-                connector = get_connector(proxy=socks_proxy)
-            entry = self._sessions[key] = (ClientSession(connector=connector, headers=headers), headers)
+                connector: BaseConnector = get_connector(proxy=socks_proxy)
+                session = ClientSession(connector=connector, headers=headers)
+            entry = self._sessions[key] = (session, headers)
         return entry[0]
 
     async def aclose(self) -> None:
