@@ -49,7 +49,11 @@ def import_at(ref: str, into: Path) -> tuple[type, object]:
     (package / "__init__.py").write_text("")
     sys.path.insert(0, str(into))
     provider = importlib.import_module(f"{REF_PACKAGE}.provider")
-    return provider.GPTalk, importlib.import_module(f"{REF_PACKAGE}.pool")
+    try:
+        pool = importlib.import_module(f"{REF_PACKAGE}.runtime.pool")
+    except ImportError:  # before the package had subpackages
+        pool = importlib.import_module(f"{REF_PACKAGE}.pool")
+    return provider.GPTalk, pool
 
 
 def round_of(url: str, ref_class: type, ref_pool: object, blocks: int, size: int) -> dict[str, float]:

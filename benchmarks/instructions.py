@@ -5,7 +5,7 @@
 Wall and CPU seconds on a shared machine wander by tens of percent between runs; an instruction count does not.
 Each client runs ``--chats`` more sequential (then concurrent) chats than a baseline run under callgrind, and the
 difference divided by ``--chats`` is its cost per chat, start-up excluded. The server runs in its own process,
-outside valgrind. Takes about 5 minutes; the table also goes to ``benchmarks/results/instructions.md``.
+outside valgrind. Takes about 5 minutes; prints the table.
 """
 
 from __future__ import annotations
@@ -87,7 +87,6 @@ def main() -> None:
             rows.append(f"| {client} | {extra / args.chats / 1e6:.3f} M ({over / 1e3:+.0f} k over GPTalk async) | — |")
         table = "\n".join(rows)
         print(table)
-        (HERE / "results" / "instructions.md").write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Benchmarks: GPTalk against the wire minimum (raw) and the seed design, side by side in one run.
 
-    python benchmarks/run.py [--rounds 5] [--sequential 400] [--results benchmarks/results]
+    python benchmarks/run.py [--rounds 7] [--sequential 400] [--results DIR] [--plot]
 
 Starts ``g4f-gptalk serve`` in its own process (so client CPU is the client's alone), runs every scenario for every
-client in a changing order over several rounds, prints medians as a Markdown table and writes ``results.md`` and
-``reply_length.png`` to ``--results``. ``tox`` runs it once, small, into a scratch directory, so that it keeps
-working; ``tox -e bench`` runs it in full.
+client in a changing order over several rounds, and prints medians as Markdown tables; every ratio comes with its
+range over the rounds, or says it had one round. ``--results DIR`` also writes ``results.md`` there, and ``--plot``
+``reply_length.png`` (that needs matplotlib). ``tox`` runs it once, small, so that it keeps working; ``tox -e bench``
+runs it in full.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from g4f_gptalk.protocol.sse import ReplyText
 from g4f_gptalk.runtime import loops, pool
 from g4f_gptalk.testing.server import GPTalkServer, echo_reply
 
-RESULTS = Path(__file__).parent / "results"
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
 CLIENTS = ["raw", "seed", "GPTalk", "g4f async"]
 SYNC = "g4f sync"  # g4f.ChatCompletion.create, on the calling thread's kept loop; sequential chats only
@@ -274,9 +274,10 @@ def many_data_lines(megabytes: float, write: int = 64) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sequential", type=int, default=400)
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where results.md and the plot go")
+    parser.add_argument("--results", type=Path, help="a folder for results.md (default: print only)")
+    parser.add_argument("--plot", action="store_true", help="also reply_length.png in --results (needs matplotlib)")
     args = parser.parse_args()
     g4f.debug.version_check = False  # it would ask PyPI, from inside the timed part
     with local_server() as url:
@@ -304,16 +305,29 @@ def main() -> None:
                 kept[("interleaved", "sequential")].append(interleaved(url, max(2, args.sequential // 40), 10, False))
                 kept[("interleaved", "concurrent")].append(interleaved(url, max(2, args.sequential // 40), 100, True))
                 kept[("interleaved", SYNC)].append(sync_interleaved(url, max(2, args.sequential // 40), 10))
-        scaling = {size: statistics.median(many_data_lines(size) for _ in range(3)) for size in (0.6, 1.2, 2.4)}
-        report(samples, args.sequential, args.results, scaling)
+        scaling = {size: statistics.median(many_data_lines(size) for _ in range(3)) for size in (0.25, 0.5, 1.0)}
+        table = report(samples, args.sequential, scaling)
+    print(table)
+    if args.results:
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "results.md").write_text(table + "\n")
+        if args.plot:
+            plot(samples, args.results)
 
 
 def median(samples: list[dict[str, float]], key: str) -> float:
     return statistics.median(sample[key] for sample in samples)
 
 
-def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, results: Path,
-           scaling: dict[float, float]) -> None:
+def spread(values: list[float], digits: int = 2, sign: str = "") -> str:
+    """The median of per-round values with their range, or the value flagged as a single round's."""
+    form = f"{sign}.{digits}f"
+    if len(values) == 1:
+        return f"{values[0]:{form}} (1 round)"
+    return f"{statistics.median(values):{form}} ({min(values):{form}} to {max(values):{form}})"
+
+
+def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, scaling: dict[float, float]) -> str:
     seq = f"{n} sequential"
 
     def cell(scenario: str, client: str, key: str, scale: float = 1.0, digits: int = 3) -> str:
@@ -332,34 +346,36 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, resul
         rows.append(f"| {client} | " + " | ".join(cell(scenario, client, key, scale, digits)
                                                   for _, scenario, key, scale, digits in columns) + " |")
 
-    def paired(scenario: str, client: str, other: str, key: str, compare: Callable[[float, float], float]) -> float:
-        """The median over rounds of ``compare(client's, other's)`` in the same round, so drift between rounds
-        cancels out (this machine's speed wanders by 30% over minutes)."""
+    def paired(scenario: str, client: str, other: str, key: str, compare: Callable[[float, float], float]
+               ) -> list[float]:
+        """``compare(client's, other's)`` in each round, so that drift between rounds cancels out (this machine's
+        speed wanders by 30% over minutes)."""
         pairs = zip(samples[(scenario, client)], samples[(scenario, other)], strict=True)
-        return statistics.median(compare(mine[key], theirs[key]) for mine, theirs in pairs)
+        return [compare(mine[key], theirs[key]) for mine, theirs in pairs]
 
     def ratio(scenario: str, client: str, key: str) -> str:
-        return f"{paired(scenario, client, 'raw', key, operator.truediv):.2f}"
+        return spread(paired(scenario, client, "raw", key, operator.truediv))
 
-    ratios = ["", "| ratio to raw (median of per-round ratios) | seq wall | seq CPU | 100 conc wall | 500 conc wall "
+    ratios = ["", "| ratio to raw, median of per-round ratios (range) | seq wall | seq CPU | 100 conc wall | 500 conc wall "
               "| 3000-event reply CPU |", "|---|---|---|---|---|---|"]
     for client in CLIENTS[1:]:
         ratios.append(f"| {client} | {ratio(seq, client, 'wall')} | {ratio(seq, client, 'cpu')} "
                       f"| {ratio('100 concurrent', client, 'wall')} | {ratio('500 concurrent', client, 'wall')} "
                       f"| {ratio('reply 3000', client, 'reply_cpu')} |")
 
-    side_by_side = ["", "| GPTalk / raw, interleaved in one loop (total of alternating blocks; median of rounds) "
-                    "| wall | CPU |", "|---|---|---|",
+    side_by_side = ["", "| GPTalk / raw, interleaved in one loop (total of alternating blocks; median of rounds "
+                    "(range)) | wall | CPU |", "|---|---|---|",
                     "| blocks of 10 sequential chats | {} | {} |", "| blocks of 100 concurrent chats | {} | {} |"]
     for row, kind in ((3, "sequential"), (4, "concurrent")):
         side_by_side[row] = side_by_side[row].format(
-            *(f"{median(samples[('interleaved', kind)], key):.3f}" for key in ("wall", "cpu")))
+            *(spread([run[key] for run in samples[("interleaved", kind)]], 3) for key in ("wall", "cpu")))
     ratios += side_by_side
 
     def per_chat_us(client: str, over: str, key: str) -> str:
-        return f"{paired(seq, client, over, key, operator.sub) / n * 1e6:+.0f}"
+        return spread([difference / n * 1e6 for difference in paired(seq, client, over, key, operator.sub)], 0, "+")
 
-    overhead = ["", f"| cost per chat ({n} sequential), paired by round | over | wall µs | CPU µs |", "|---|---|---|---|"]
+    overhead = ["", f"| cost per chat ({n} sequential), paired by round: median (range) | over | wall µs | CPU µs |",
+                "|---|---|---|---|"]
     for client, over, what in (
         ("g4f async", "GPTalk", "g4f: `ChatCompletion.create_async(stream=True)`"),
         (SYNC, "GPTalk", "g4f: sync `ChatCompletion.create()`, on the thread's kept loop"),
@@ -367,7 +383,8 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, resul
     ):
         overhead.append(f"| {what} | {over} | {per_chat_us(client, over, 'wall')} | {per_chat_us(client, over, 'cpu')} |")
     overhead.append("| g4f: sync `ChatCompletion.create()`, interleaved with async chats on the same kept loop | GPTalk | "
-                    + " | ".join(f"{median(samples[('interleaved', SYNC)], key):+.0f}" for key in ("wall", "cpu")) + " |")
+                    + " | ".join(spread([run[key] for run in samples[("interleaved", SYNC)]], 0, "+")
+                                 for key in ("wall", "cpu")) + " |")
 
     growth = ["", "| events per reply | wire bytes | " + " | ".join(f"{c} CPU ms" for c in CLIENTS) + " |",
               "|---" * (2 + len(CLIENTS)) + "|"]
@@ -381,11 +398,7 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, resul
         linear.append(f"| GPTalk's SSE reader | {size} | {cpu * 1000:.0f} | {cpu / previous:.2f} |" if previous
                       else f"| GPTalk's SSE reader | {size} | {cpu * 1000:.0f} | — |")
         previous = cpu
-    table = "\n".join(rows + ratios + overhead + growth + linear)
-    print(table)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "results.md").write_text(table + "\n")
-    plot(samples, results)
+    return "\n".join(rows + ratios + overhead + growth + linear)
 
 
 def plot(samples: dict[tuple[str, str], list[dict[str, float]]], results: Path) -> None:
