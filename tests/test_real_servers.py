@@ -12,7 +12,7 @@ import time
 
 import g4f
 import pytest
-from g4f.client import Client
+from g4f.client import AsyncClient, Client
 
 from g4f_gptalk import GPTalk
 from g4f_gptalk.protocol import auth
@@ -40,9 +40,20 @@ def replies(count: int) -> list[str]:
 
 # -- a body that ends a moment after [DONE] -------------------------------------------------------------------------
 
-def test_sequential_chats_keep_their_connection_when_the_body_ends_after_done(server):
+async def through_g4f(count: int) -> list[str]:
+    return [await g4f.ChatCompletion.create_async(GPTalk.default_model, said(n), provider=GPTalk) for n in range(count)]
+
+
+async def through_async_client(count: int) -> list[str]:
+    client = AsyncClient()
+    return [(await client.chat.completions.create(model=GPTalk.default_model, messages=said(n), provider=GPTalk))
+            .choices[0].message.content for n in range(count)]
+
+
+@pytest.mark.parametrize("chats", [sequential_chats, through_g4f, through_async_client])
+def test_sequential_chats_keep_their_connection_when_the_body_ends_after_done(server, chats):
     server.faults = Faults(tail_until_next_request=True)
-    assert asyncio.run(sequential_chats(20)) == replies(20)
+    assert asyncio.run(chats(20)) == replies(20)
     # each chat leaves its connection draining while the next one starts: two take turns (before: 20)
     assert server.stats["connections"] == 2 and server.stats["logins"] == 4
 

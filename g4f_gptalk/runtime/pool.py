@@ -36,7 +36,6 @@ from aiohttp import (
     ClientSession,
     ServerDisconnectedError,
     TCPConnector,
-    TraceConfig,
 )
 from g4f import debug
 
@@ -52,16 +51,24 @@ DRAIN_SECONDS = 5.0
 _opened: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_connection_opened", default=False)
 
 
-async def _on_new_connection(*_: Any) -> None:
-    _opened.set(True)  # in the requesting task's own context, so ``request`` reads it after a failure
+class _Connector(TCPConnector):
+    """A ``TCPConnector`` that tells a request whether the connection it got is new or was pooled before.
 
+    It overrides ``connect``, the connector's public coroutine that hands a request its connection, and knows each
+    connection by its protocol object. (aiohttp's tracing signals tell the same, but cost about ten coroutine calls
+    per request.)"""
 
-_NEW_CONNECTIONS = TraceConfig()
-"""aiohttp's tracing tells a request when it opens a new connection rather than reusing a pooled one."""
-_NEW_CONNECTIONS.on_connection_create_start.append(_on_new_connection)
-_NEW_CONNECTIONS.freeze()
-_telling: weakref.WeakSet[ClientSession] = weakref.WeakSet()
-"""The sessions that trace new connections: those without a SOCKS proxy (its connector cannot tell)."""
+    def __init__(self) -> None:
+        super().__init__()
+        self._handed_out: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        if protocol not in self._handed_out:
+            self._handed_out.add(protocol)
+            _opened.set(True)  # in the requesting task's own context, so ``request`` reads it after a failure
+        return connection
 
 
 class StaleConnectionError(Exception):
@@ -84,7 +91,7 @@ async def request(session: ClientSession, method: str, url: str, *, resend: bool
         try:
             return await session.request(method, url, **options)
         except (ServerDisconnectedError, ClientOSError) as exc:
-            if isinstance(exc, ClientConnectorError) or _opened.get() or session not in _telling:
+            if isinstance(exc, ClientConnectorError) or _opened.get() or not isinstance(session.connector, _Connector):
                 raise
             if not resend:
                 raise StaleConnectionError(str(exc)) from exc
@@ -121,8 +128,7 @@ class LoopResources:
         entry = self._sessions.get(key)
         if entry is None or entry[0].closed:
             if socks_proxy is None:
-                session = ClientSession(connector=TCPConnector(), headers=headers, trace_configs=[_NEW_CONNECTIONS])
-                _telling.add(session)
+                session = ClientSession(connector=_Connector(), headers=headers)
             else:
                 from g4f.requests.aiohttp import get_connector  # needs aiohttp_socks, only for SOCKS proxies
 
