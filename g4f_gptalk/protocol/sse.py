@@ -197,7 +197,7 @@ class ReplyText:
         if not data:
             return ""
         try:
-            event = json.loads(data)
+            event = json.loads(data.decode())  # as str: json.loads would sniff the encoding of bytes
         except (ValueError, RecursionError):
             event = None
         content = event.get("content") if isinstance(event, dict) else None

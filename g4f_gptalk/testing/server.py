@@ -3,8 +3,9 @@
 It answers like gptalk.net: anonymous logins issue tokens that expire and serve at most 5 asks (a sixth ask gets
 HTTP 401), an ask returns a stream token, and the stream sends a deterministic reply built from the prompt in many
 server-sent events of cumulative ``content``. It counts what clients did (``stats``) and can misbehave on demand
-(``Faults``), so that tests assert on the wire. Use it as ``async with GPTalkServer() as server:`` in a loop, as
-``with ServerThread() as server:`` from sync code, or as ``g4f-gptalk serve``; ``/_local/stats``,
+(``Faults``), so that tests assert on the wire. Use it as the ``gptalk_server`` pytest fixture, as
+``async with GPTalkServer() as server:`` in a loop, as ``with ServerThread() as server:`` from sync code, or as
+``g4f-gptalk serve``; ``/_local/stats``,
 ``/_local/reset`` and ``/_local/faults`` control a server running in another process, for loopback clients only.
 """
 
