@@ -147,18 +147,6 @@ def test_a_body_that_does_not_end_within_the_time_bound_is_closed(server, monkey
     assert asyncio.run(chat_then_watch()) == (REPLY, True)
 
 
-def test_a_body_that_goes_on_past_the_byte_bound_is_closed(server, monkeypatch):
-    monkeypatch.setattr(pool, "DRAIN_SECONDS", 60.0)
-    monkeypatch.setattr(pool, "DRAIN_BYTES", 40)  # five of the lingering stream's 8-byte comments
-    server.faults = Faults(stream=["linger"])
-
-    async def chat_then_watch() -> tuple[str, bool]:
-        text = "".join(await chat_async())
-        return text, await closed_at_the_server(server)
-
-    assert asyncio.run(chat_then_watch()) == (REPLY, True)
-
-
 def test_a_loop_that_ends_while_a_body_drains_closes_it_quietly(server, caplog):
     caplog.set_level(logging.DEBUG)
     server.faults = Faults(tail_after_done=30)

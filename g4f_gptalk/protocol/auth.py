@@ -8,7 +8,8 @@ it is needed and makes concurrent chats share its result:
 - when no token is usable, one chat logs in while the others queue for its token (single flight, across every
   event loop and thread of the process), so N chats cost exactly ceil(N / 5) logins. The login's token is handed
   to the first waiters in turn; the next waiter, if any, logs in next, so no waiter wakes for nothing;
-- a waiter waits no longer than its own call's deadline;
+- a waiter waits no longer than its own call's deadline, and a login whose loop died, stopped or is blocked by its
+  own thread's sync call is taken over, so that nothing can wedge the queue;
 - a token the service rejects is dropped (``drop``) so that the next ``reserve`` logs in again.
 """
 
@@ -27,13 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..plugin.compat import log
-from ..runtime.loops import must_not_wait
 from ..runtime.pool import running_loop
+from ..runtime.portal import is_blocked
 from .errors import http_date
 
 MAX_ASKS_PER_TOKEN = 5
 CLOCK_SKEW = 5.0
 """Seconds before ``expires_at`` at which a token is no longer used, for clocks that disagree a little."""
+STUCK_CHECK = 1.0
+"""Seconds between a waiter's checks that the login it waits for can still go on."""
 UNKNOWN_EXPIRY_LIFETIME = 300.0
 """Seconds a token is used for when the login answer does not say when it expires."""
 
@@ -104,35 +107,52 @@ class Token:
         return self.asks < MAX_ASKS_PER_TOKEN and now < self.expires_at - CLOCK_SKEW
 
 
+class _Login:
+    """A login under way, and the loop it runs on."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def stuck(self) -> bool:
+        """Whether the login cannot go on now: its loop is closed, stopped, or blocked by a sync call of its own
+        thread (a notebook cell calling sync g4f while that loop's chat logs in)."""
+        loop = self.loop
+        return loop.is_closed() or not loop.is_running() or is_blocked(loop)
+
+
 class _Waiter:
     """A chat queued for a login: its future resolves to a token counted for its ask, or to None (its turn to log
     in). ``handed`` and ``gone`` change only under the cache's guard, so a handover and a give-up never cross."""
 
-    __slots__ = ("future", "gone", "handed", "loop", "value")
+    __slots__ = ("flight", "future", "gone", "handed", "loop", "value")
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Token | None] = self.loop.create_future()
         self.handed = self.gone = False
         self.value: Token | None = None
+        self.flight: _Login | None = None
+        """The login that became this waiter's to make, when it is handed None."""
 
-    def hand(self, value: Token | None, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Resolve the waiter's future with ``value``, from ``loop``, the loop running here (if any)."""
-        self.handed, self.value = True, value
-        if loop is self.loop:
+    def hand(self, value: Token | None, here: asyncio.AbstractEventLoop | None) -> bool:
+        """Resolve the waiter's future with ``value`` from ``here``, the loop running in this thread (if any);
+        False if the waiter's loop is closed, so that nothing can reach it."""
+        if self.loop is here:
             _resolve(self.future, value)  # the same loop: no thread hop
         else:
-            self.loop.call_soon_threadsafe(_resolve, self.future, value)
+            try:
+                self.loop.call_soon_threadsafe(_resolve, self.future, value)
+            except RuntimeError:  # closed, now or a moment ago
+                return False
+        self.handed, self.value = True, value
+        return True
 
 
 def _resolve(future: asyncio.Future[Token | None], value: Token | None) -> None:
     if not future.done():
         future.set_result(value)
-
-
-def _expire(future: asyncio.Future[Token | None]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 class TokenCache:
@@ -141,7 +161,7 @@ class TokenCache:
     def __init__(self) -> None:
         self._token: Token | None = None
         self._guard = threading.Lock()
-        self._logging_in = False
+        self._login: _Login | None = None
         self._waiters: collections.deque[_Waiter] = collections.deque()
         _caches.add(self)
 
@@ -160,78 +180,85 @@ class TokenCache:
 
     async def reserve(self, login: Callable[[], Awaitable[Token]], wait: float) -> Token:
         """A token counted for one ask: the current one if it has asks left, else one from a login: ``login()``,
-        or another chat's. Raises ``TimeoutError`` if another chat's login takes more than ``wait`` seconds."""
+        or another chat's. Raises ``TimeoutError`` if another chat's login takes more than ``wait`` seconds.
+
+        A chat logs in itself instead of waiting when the login under way is stuck (``_Login.stuck``), and a
+        waiter does the same when it finds it stuck, at least once a second (``STUCK_CHECK``)."""
         with self._guard:
             token = self._take()
             if token is not None:
                 return token
-            waiter: _Waiter | None = None
-            alone = self._logging_in and must_not_wait.get()
-            if alone:
-                pass
-            elif self._logging_in:
+            flight = self._login
+            if flight is None or flight.stuck():
+                flight = self._login = _Login(asyncio.get_running_loop())
+                waiter = None
+            else:
                 waiter = _Waiter()
                 self._waiters.append(waiter)
-            else:
-                self._logging_in = True
-        if alone:
-            return await self._login_alone(login)
         if waiter is not None:
             token = await self._wait(waiter, wait)
             if token is not None:
                 return token
+            flight = waiter.flight
         try:
             token = await login()
         except BaseException:
             with self._guard:
-                self._hand_on(None)
+                if self._login is flight:
+                    self._hand_on(None)
             raise
         token.asks = 1  # a fresh token always serves the ask it was fetched for
         with self._guard:
-            self._token = token
-            self._hand_on(token)
-        return token
-
-    async def _login_alone(self, login: Callable[[], Awaitable[Token]]) -> Token:
-        """A login beside the one under way, whose token becomes the current one unless that has asks left."""
-        token = await login()
-        token.asks = 1
-        with self._guard:
-            if self._token is None or not self._token.usable(time.time()):
+            if self._login is flight:
                 self._token = token
+                self._hand_on(token)
+            elif self._token is None or not self._token.usable(time.time()):
+                self._token = token  # a login another chat took over: its token is as good
         return token
 
     async def _wait(self, waiter: _Waiter, wait: float) -> Token | None:
-        # a plain timer: asyncio.timeout costs several calls more, and every chat queued for a login pays them
-        timer = waiter.loop.call_later(wait, _expire, waiter.future)
+        """The token handed to ``waiter``, or None when it is its turn to log in."""
+        deadline = time.monotonic() + wait
         try:
-            return await waiter.future
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait((waiter.future,), timeout=min(left, STUCK_CHECK))
+                if done:
+                    return waiter.future.result()
+                with self._guard:
+                    if not waiter.handed and (self._login is None or self._login.stuck()):
+                        waiter.gone = waiter.handed = True  # out of the queue: it logs in itself
+                        waiter.flight = self._login = _Login(waiter.loop)
+                        return None
         except BaseException:
             with self._guard:
                 if not waiter.handed:
                     waiter.gone = True  # still queued: skipped when its turn comes
-                elif waiter.value is None:
+                elif waiter.value is None and self._login is waiter.flight:
                     self._hand_on(None)  # it was handed the next login: that turn passes on
             raise
-        finally:
-            timer.cancel()
 
     def _hand_on(self, token: Token | None) -> None:
         """With the guard held, after a login: ``token`` to the first waiters while it lasts, then the next
-        waiter's turn to log in; with no waiter left, no login is under way."""
+        waiter's turn to log in; with no waiter left, no login is under way. Waiters whose loop is closed are
+        skipped."""
         now = time.time()
-        loop = running_loop()
+        here = running_loop()
         while self._waiters:
             waiter = self._waiters.popleft()
             if waiter.gone:
                 continue
             if token is not None and token.usable(now):
-                token.asks += 1
-                waiter.hand(token, loop)
+                if waiter.hand(token, here):
+                    token.asks += 1
                 continue
-            waiter.hand(None, loop)
-            return
-        self._logging_in = False
+            waiter.flight = _Login(waiter.loop)  # before the hand: the waiter may read it at once, in its thread
+            if waiter.hand(None, here):
+                self._login = waiter.flight
+                return
+        self._login = None
 
     def drop(self, token: Token) -> None:
         """Forget ``token`` (the service rejected it) unless a newer one has replaced it already."""
@@ -242,7 +269,7 @@ class TokenCache:
     def _forget(self) -> None:
         """In a forked child: the parent's token and login are the parent's (the guard may be held by a thread
         that does not exist here)."""
-        self._token, self._guard, self._logging_in = None, threading.Lock(), False
+        self._token, self._guard, self._login = None, threading.Lock(), None
         self._waiters = collections.deque()
 
 

@@ -2,7 +2,7 @@
 
 One chat is three requests: a login (skipped while the cached token has asks left; see ``auth``), an ask that
 returns a stream token, and an SSE stream of the reply (see ``sse``). Connections are pooled per event loop (see
-``pool``), and sync callers keep their loop between calls (see ``loops``); arguments are checked by
+``pool``), and sync callers' chats run on one loop thread (see ``portal``); arguments are checked by
 ``arguments``; errors are g4f's own types (see ``errors``).
 """
 
@@ -24,7 +24,7 @@ from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMix
 from g4f.typing import AsyncResult, CreateResult, Messages
 
 from ..plugin.compat import log
-from ..runtime import loops, pool
+from ..runtime import pool, portal
 from .arguments import (
     URL_ENV,
     model_of,
@@ -163,9 +163,10 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
 
     @classmethod
     def create_completion(cls, model: str, messages: Messages, stream: bool = True, **kwargs: Any) -> CreateResult:
-        """The sync form of ``create_async_generator``, which g4f's sync API calls: each piece as it arrives, on an
-        event loop this thread keeps, so that sync chats share pooled connections and tokens like async ones."""
-        return loops.iterate(cls.create_async_generator(model, messages, **kwargs), stream)
+        """The sync form of ``create_async_generator``, which g4f's sync API calls: each piece as it arrives, run on
+        the portal's loop, so that sync chats from any thread share pooled connections and tokens; the result may be
+        read from any thread."""
+        return portal.iterate(cls.create_async_generator(model, messages, **kwargs), stream)
 
 
 def ask_payload(prompt: str, model: str, temperature: float = 0) -> dict[str, Any]:
@@ -284,7 +285,7 @@ class _Call:
                 stream_token = token_of("ask", data)
             except pool.StaleConnectionError as exc:
                 lost += 1
-                if lost > pool.STALE_RETRIES:
+                if lost > 1:  # one re-send, as for every request (see pool.request)
                     raise ResponseError(f"GPTalk ask: request to {self.base_url} failed: {exc}") from exc
                 log(f"GPTalk ask: a pooled connection failed before the answer ({exc}); the ask counts as used; "
                     f"asking again")

@@ -1,22 +1,6 @@
-"""HTTP sessions pooled per event loop, closed when that loop shuts down; requests that survive stale keep-alive
-connections; and bodies drained after the reply so that their connections stay pooled.
-
-Every chat in a loop shares one ``aiohttp.ClientSession`` (one per SOCKS proxy, which needs its own connector), so
-sequential and concurrent chats reuse keep-alive connections instead of opening one per call. Sync callers get a
-loop that lasts as long as their thread (see ``loops``), so their chats share connections too.
-
-aiohttp sessions belong to the loop they were made in. To close each loop's sessions at the right moment without
-asking callers to do anything, the pool parks an async generator in the loop: ``asyncio.run``, g4f and ``loops``
-call ``loop.shutdown_asyncgens()`` before closing a loop, which runs the generator's ``finally`` and closes the
-sessions there. A loop closed without that (``run_until_complete`` then ``close()``) is noticed the next time the
-pool serves a new loop: its sessions are marked closed and dropped, so that nothing keeps them or the loop alive,
-and Python closes their sockets when it frees them.
-
-A reply is complete at ``data: [DONE]``, but a proxy in front of the service may end the body a moment later. The
-chat does not wait for that: ``finish`` hands the response to a drain task of its loop, which reads and discards
-the rest, as urllib3 does on release and Chromium's HttpResponseBodyDrainer does with a body nobody wants (at most
-16 KiB, within 5 s: past that a new connection is cheaper). aiohttp returns a connection to the pool the moment its
-body ends; a body that does not end within the bound is closed with its connection.
+"""HTTP sessions pooled per event loop; the one retry policy for requests on reused connections; bodies drained
+after the reply so that their connections stay pooled. ``docs/design.md`` ("Connections") says why each rule is
+as it is.
 """
 
 from __future__ import annotations
@@ -24,51 +8,56 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import weakref
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Mapping
 from typing import Any
 
 from aiohttp import (
     BaseConnector,
     ClientConnectorError,
-    ClientError,
     ClientOSError,
+    ClientRequest,
     ClientResponse,
     ClientSession,
+    ClientTimeout,
     ServerDisconnectedError,
     TCPConnector,
 )
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from g4f import debug
 
 from ..plugin.compat import log
 
-STALE_RETRIES = 8
-"""How many reused connections in a row a request may find closed by the server before it gives up."""
-DRAIN_BYTES = 16384
-"""How much may follow ``data: [DONE]`` in a body whose connection is still worth keeping."""
 DRAIN_SECONDS = 5.0
 """How long a body may go on after ``data: [DONE]`` before its connection is closed instead of kept."""
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS"))
+"""Methods that aiohttp itself sends once more when a connection fails before the answer."""
 
 _opened: contextvars.ContextVar[bool] = contextvars.ContextVar("gptalk_connection_opened", default=False)
 
 
 class _Connector(TCPConnector):
-    """A ``TCPConnector`` that tells a request whether the connection it got is new or was pooled before.
-
-    It overrides ``connect``, the connector's public coroutine that hands a request its connection, and knows each
-    connection by its protocol object. (aiohttp's tracing signals tell the same, but cost about ten coroutine calls
-    per request.)"""
+    """A ``TCPConnector`` that tells a request whether its connection is new, and never hands out a pooled
+    connection on which bytes arrived while it sat idle (a 408, or what a broken proxy sent after a body): they
+    would be read as the next request's answer. urllib3 and Chromium never reuse such a connection either."""
 
     def __init__(self) -> None:
-        super().__init__()
+        # No DNS cache: its lookups run as tasks of their own, which a loop closed mid-lookup would leave pending.
+        # A lookup is made only when a connection is opened, which pooling makes rare.
+        super().__init__(use_dns_cache=False)
         self._handed_out: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        connection = await super().connect(req, traces, timeout)
-        protocol = connection.protocol
-        if protocol not in self._handed_out:
-            self._handed_out.add(protocol)
-            _opened.set(True)  # in the requesting task's own context, so ``request`` reads it after a failure
-        return connection
+    async def connect(self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout) -> Connection:
+        while True:
+            connection = await super().connect(req, traces, timeout)
+            protocol = connection.protocol
+            if protocol not in self._handed_out:
+                self._handed_out.add(protocol)
+                _opened.set(True)  # in the requesting task's own context, so ``request`` reads it after a failure
+                return connection
+            if protocol is None or not protocol.should_close:
+                return connection
+            connection.close()
 
 
 class StaleConnectionError(Exception):
@@ -80,50 +69,68 @@ async def request(session: ClientSession, method: str, url: str, *, resend: bool
                   **options: Any) -> ClientResponse:
     """``session.request(...)``, its response's headers read; the caller releases it (``async with response``).
 
-    A keep-alive connection the server closed while it sat in the pool fails the request before any byte of the
-    response arrives. Such a request is sent again on another connection (up to ``STALE_RETRIES`` times), and only
-    then: a failure on a new connection, or once the response has begun, is final. With ``resend=False`` it raises
-    ``StaleConnectionError`` instead, for a caller that must count what the server may have read before it sends
-    again. Sessions through a SOCKS proxy (another connector) cannot tell, and are not retried.
+    A request on a reused connection that fails before any answer, or is answered 408 (the server timed the idle
+    connection out), goes once more. aiohttp itself re-sends a GET that fails so; here a POST, or with
+    ``resend=False`` a ``StaleConnectionError``, for a caller that counts what the server may have read. A 408 is
+    re-sent whatever the method: the server says it never read the request. Nothing goes out more than twice.
+    Sessions through a SOCKS proxy (another connector) cannot tell new connections from reused ones: no re-sends.
     """
-    for _ in range(STALE_RETRIES):
-        _opened.set(False)
-        try:
-            return await session.request(method, url, **options)
-        except (ServerDisconnectedError, ClientOSError) as exc:
-            if isinstance(exc, ClientConnectorError) or _opened.get() or not isinstance(session.connector, _Connector):
-                raise
-            if not resend:
-                raise StaleConnectionError(str(exc)) from exc
-            if debug.logging:
-                log(f"GPTalk: a pooled connection was closed by the server ({exc}); sending again")
+    _opened.set(False)
+    ours = isinstance(session.connector, _Connector)
+    try:
+        response = await session.request(method, url, **options)
+    except (ServerDisconnectedError, ClientOSError) as exc:
+        if isinstance(exc, ClientConnectorError) or _opened.get() or not ours or method in IDEMPOTENT:
+            raise
+        if not resend:
+            raise StaleConnectionError(str(exc)) from exc
+        if debug.logging:
+            log(f"GPTalk: a pooled connection was closed by the server ({exc}); sending again")
+        await asyncio.sleep(0)  # takes in the closes of other pooled connections that arrived meanwhile
+        return await session.request(method, url, **options)
+    if response.status != 408 or _opened.get() or not ours:
+        return response
+    response.close()
+    if debug.logging:
+        log("GPTalk: the server timed out a pooled connection (HTTP 408); sending again")
+    await asyncio.sleep(0)
     return await session.request(method, url, **options)
 
 
 class LoopResources:
-    """What GPTalk keeps for one event loop: its HTTP sessions, by SOCKS proxy."""
+    """What GPTalk keeps for one event loop: its HTTP sessions, by SOCKS proxy, and the bodies it drains."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         # by SOCKS proxy and by which headers object (kept here, so that its id stays its own)
         self._sessions: dict[tuple[str | None, int], tuple[ClientSession, Mapping[str, str]]] = {}
         self._closer: AsyncGenerator[None, None] | None = None
-        self.draining: set[asyncio.Task[None]] = set()
-        """Drain tasks under way (see ``finish``)."""
+        self.draining: dict[ClientResponse, asyncio.TimerHandle] = {}
+        """Responses whose body goes on after the reply, each with the timer that closes it (see ``finish``)."""
 
     def finish(self, response: ClientResponse) -> None:
-        """Let go of a stream ``response`` whose reply is complete: its connection goes back to the pool when its body
-        ends, now or within the drain bound, read meanwhile by a task of this loop; otherwise it is closed."""
+        """Let go of a stream ``response`` whose reply is complete. aiohttp gives its connection back to the pool the
+        moment the body ends, read or not; a body that has not ended within ``DRAIN_SECONDS`` is closed with its
+        connection. No task is involved: a loop that dies meanwhile takes its timer with it."""
         if response.content.is_eof():
             response.release()
             return
-        task = asyncio.get_running_loop().create_task(_drain(response))
-        self.draining.add(task)
-        task.add_done_callback(self.draining.discard)
+        self.draining[response] = self.loop.call_later(DRAIN_SECONDS, self._give_up, response)
+        # What arrives meanwhile waits in the response's buffer, which aiohttp bounds by pausing the socket.
+        response.content.on_eof(lambda: self._drained(response))
+
+    def _drained(self, response: ClientResponse) -> None:
+        timer = self.draining.pop(response, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _give_up(self, response: ClientResponse) -> None:
+        self.draining.pop(response, None)
+        response.close()
 
     def session(self, socks_proxy: str | None, headers: Mapping[str, str]) -> ClientSession:
         """The loop's shared session that sends ``headers`` by default; with ``socks_proxy``, one whose connector
-        goes through that proxy. ``headers`` is a constant of the caller's: it is told apart from others by
-        identity, not by content, which would cost hashing every header at every call."""
+        goes through that proxy. ``headers`` is a constant of the caller's, told apart by identity."""
         key = (socks_proxy, id(headers))
         entry = self._sessions.get(key)
         if entry is None or entry[0].closed:
@@ -138,50 +145,49 @@ class LoopResources:
         return entry[0]
 
     async def aclose(self) -> None:
-        for task in list(self.draining):
-            task.cancel()
-        if self.draining:
-            await asyncio.wait(self.draining)
+        """Close the sessions and the bodies still draining. On a closed loop every step finishes at once: aiohttp
+        leaves the transports of a closed loop alone, and a response released after its connector closed only lets
+        go of its connection."""
+        draining, self.draining = self.draining, {}
         sessions, self._sessions = [session for session, _ in self._sessions.values()], {}
         for session in sessions:
             await session.close()
+        alive = not self.loop.is_closed()
+        for response, timer in draining.items():
+            if alive:
+                timer.cancel()
+            response.release()
 
     def abandon(self) -> None:
-        """Let go of the sessions of a loop that was closed without shutting them down.
-
-        Nothing can run on a closed loop, so the sessions cannot close their connections; closing them marks them
-        closed (no "Unclosed" warnings), and the parked generator is finished here, not by the dead loop.
-        """
+        """Let go of the sessions of a loop that was closed without shutting them down, without running anything on
+        it: the parked generator is finished here, its sessions marked closed, and Python frees their sockets."""
         closer, self._closer = self._closer, None
         if closer is not None:
-            step = closer.aclose().__await__()
-            try:
-                step.send(None)  # the generator's finally runs to its end: on a closed loop nothing waits
-            except StopIteration:
-                pass
-            finally:
-                step.close()
+            _finish_without_a_loop(closer.aclose())
 
 
-async def _drain(response: ClientResponse) -> None:
-    """Read and discard what follows the reply, within ``DRAIN_BYTES`` and ``DRAIN_SECONDS``. aiohttp puts the
-    connection back in the pool the moment the body ends; a body still going when reading stops is closed."""
-    received = 0
+def _finish_without_a_loop(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutine`` to its end here, stepping over bare yields (``sleep(0)``, aiohttp's ``noop``); if it waits
+    for a future, which a closed loop will never resolve, it is closed there."""
+    step = coroutine.__await__()
     try:
-        async with asyncio.timeout(DRAIN_SECONDS):
-            while received <= DRAIN_BYTES and (chunk := await response.content.readany()):
-                received += len(chunk)
-    except (TimeoutError, ClientError):
+        for _ in range(100):
+            if step.send(None) is not None:
+                break
+    except StopIteration:
         pass
     finally:
-        response.close()  # nothing left to close if the body ended: its connection is pooled already
+        step.close()
 
 
 # The resources of each loop that has served a chat. A closed loop's entry is swept out when the next new loop
-# arrives (``abandon_closed_loops``), so at most the last dead loop is held at a time.
+# arrives (``abandon_closed_loops``), so at most the last dead loops are held at a time.
 _by_loop: dict[asyncio.AbstractEventLoop, LoopResources] = {}
 
+
 async def _close_at_loop_shutdown(loop: asyncio.AbstractEventLoop, resources: LoopResources) -> AsyncGenerator[None, None]:
+    # Parked in the loop: asyncio.run, g4f and the portal call loop.shutdown_asyncgens() before closing a loop,
+    # which runs this finally there.
     try:
         yield
     finally:
@@ -209,7 +215,7 @@ async def for_running_loop() -> LoopResources:
     resources = _by_loop.get(loop)
     if resources is None:
         abandon_closed_loops()
-        resources = _by_loop[loop] = LoopResources()
+        resources = _by_loop[loop] = LoopResources(loop)
         closer = _close_at_loop_shutdown(loop, resources)
         await closer.asend(None)  # its first step registers it with the loop's shutdown_asyncgens()
         resources._closer = closer  # the loop holds it only weakly

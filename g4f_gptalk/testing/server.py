@@ -323,10 +323,21 @@ class ServerThread:
         return self.server
 
     def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self._loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+    async def _close(self) -> None:
+        """Close the server, and end what its handlers still do (a stream that lingers, a tail): a loop closed with
+        tasks pending would have them reported as destroyed when they are freed."""
+        await self.server.close()
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
 
 async def serve_forever(port: int, host: str = "127.0.0.1", on_ready: Callable[[str], None] = print) -> None:
