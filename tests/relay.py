@@ -16,10 +16,11 @@ class IdleTimeoutRelay:
 
     - ``"408-close"``: a 408 with ``Connection: close``, then the close (what Kestrel sends);
     - ``"408-open"``: a 408 and nothing else: the connection stays open with those bytes waiting;
+    - ``"stray-200"``: a whole ``200`` answer nobody asked for, as a broken proxy may send after a body;
     - ``"408-next"``: nothing at once, but the next request on it is answered 408 and closed, unread by the server
       (a request that crossed the server's timeout on the wire).
 
-    ``stats["timeouts"]`` counts the 408s sent. Use as ``with IdleTimeoutRelay(...) as relay:``; ``relay.url``.
+    ``stats["timeouts"]`` counts the 408s (or stray answers) sent. Use as ``with IdleTimeoutRelay(...) as r:``.
     """
 
     def __init__(self, target: tuple[str, int], idle: float, mode: str) -> None:
@@ -78,7 +79,10 @@ class IdleTimeoutRelay:
                     continue
                 self.stats["timeouts"] += 1
                 closing = self.mode == "408-close"
-                client_writer.write(TIMEOUT_408 + (b"Connection: close\r\n\r\n" if closing else b"\r\n"))
+                if self.mode == "stray-200":
+                    client_writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nnot you")
+                else:
+                    client_writer.write(TIMEOUT_408 + (b"Connection: close\r\n\r\n" if closing else b"\r\n"))
                 await client_writer.drain()
                 if closing:
                     return

@@ -71,7 +71,7 @@ def test_a_thread_per_request_shares_one_connection_and_five_asks_per_token(serv
     assert server.stats["connections"] == 1 and server.stats["logins"] == 4
 
 
-@pytest.mark.parametrize("mode", ["408-close", "408-open"])
+@pytest.mark.parametrize("mode", ["408-close", "408-open", "stray-200"])
 def test_sync_chats_after_a_pause_survive_a_server_that_timed_the_connection_out(server, monkeypatch, mode):
     with IdleTimeoutRelay(("127.0.0.1", server.port), idle=0.2, mode=mode) as relay:
         monkeypatch.setenv("G4F_GPTALK_URL", relay.url)
