@@ -37,6 +37,7 @@ from clients import RawClient  # noqa: E402
 from g4f.client import Client  # noqa: E402
 
 from g4f_gptalk import GPTalk  # noqa: E402
+from g4f_gptalk.runtime import pool, portal  # noqa: E402
 from g4f_gptalk.testing.server import Faults, ServerThread, echo_reply  # noqa: E402
 
 ONE_WAY = 0.010  # seconds each chunk is held in each direction: a 20 ms round trip
@@ -143,6 +144,18 @@ def sync_stream(n: int) -> None:
         assert "".join(pieces) == echo_reply(f"chat {i}")
 
 
+def thread_per_request(n: int) -> None:
+    """Each sync chat on a thread of its own that ends with it, as Flask's dev server or Django's runserver do."""
+    for i in range(n):
+        thread = threading.Thread(target=sync_create_one, args=(i,))
+        thread.start()
+        thread.join()
+
+
+def sync_create_one(i: int) -> None:
+    assert g4f.ChatCompletion.create("gpt-3.5-turbo", messages(i), provider=GPTalk) == echo_reply(f"chat {i}")
+
+
 def sync_client(n: int) -> None:
     client = Client()
     for i in range(n):
@@ -156,11 +169,18 @@ PATTERNS: dict[str, Callable[[int], None]] = {
     "sync `ChatCompletion.create`": sync_create,
     "sync streaming": sync_stream,
     "sync `Client`": sync_client,
+    "sync, a new thread per chat": thread_per_request,
 }
 
 
+def afresh() -> None:
+    """No token, and no pooled connection for sync calls: each pattern starts as a new process would."""
+    GPTalk.forget_tokens()
+    asyncio.run_coroutine_threadsafe(pool.close_running_loop(), portal.portal().loop).result(timeout=10)
+
+
 def in_a_new_thread(run: Callable[[int], None], n: int) -> None:
-    """Each pattern in a thread of its own: a new kept loop, so new connections, closed when the thread ends."""
+    """Each pattern in a thread of its own, as its own program would run it."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -201,7 +221,7 @@ def main() -> None:
             for scenario, tail in SCENARIOS.items():
                 server.faults = Faults(tail_after_done=tail)
                 for name in order:
-                    GPTalk._tokens.clear()
+                    afresh()
                     before = dict(server.stats)
                     started = time.perf_counter()
                     in_a_new_thread(PATTERNS[name], args.chats)

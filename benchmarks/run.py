@@ -33,13 +33,16 @@ from clients import RawClient, SeedClient
 
 from g4f_gptalk import GPTalk
 from g4f_gptalk.protocol.sse import ReplyText
-from g4f_gptalk.runtime import loops, pool
+from g4f_gptalk.runtime import pool, portal
 from g4f_gptalk.testing.server import GPTalkServer, echo_reply
 
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
 CLIENTS = ["raw", "seed", "GPTalk", "g4f async"]
-SYNC = "g4f sync"  # g4f.ChatCompletion.create, on the calling thread's kept loop; sequential chats only
-LOOP_PER_CHAT = "GPTalk, asyncio.run per chat"  # what g4f's sync API did before GPTalk kept a loop per thread
+SYNC = "g4f sync"  # g4f.ChatCompletion.create, run on the portal's loop; sequential chats only
+SYNC_STREAM = "g4f sync stream"  # the same with stream=True, each piece handed to the calling thread
+LOOP_PER_CHAT = "GPTalk, asyncio.run per chat"  # what g4f's sync API would do: a new event loop per chat
+SCALING = [100, 500, 1000, 3000]  # concurrent chats: GPTalk's CPU per chat must stay flat
+SCALING_ONLY = {f"{n} concurrent" for n in SCALING if n > 500}  # run for GPTalk and raw only
 LENGTHS = [375, 750, 1500, 3000]  # events per reply
 FIRST_EVENT_DELAY = 0.05
 
@@ -135,11 +138,17 @@ def measure(name: str, url: str, scenario: Callable[[Chat], object]) -> dict[str
     return counted(url, lambda: asyncio.run(main()))
 
 
+def afresh() -> None:
+    """No token, and no pooled connection for sync calls: as in a new process."""
+    GPTalk.forget_tokens()
+    asyncio.run_coroutine_threadsafe(pool.close_running_loop(), portal.portal().loop).result(timeout=10)
+
+
 def sync_chats(url: str, n: int, client: str) -> dict[str, float]:
-    """``n`` sequential sync chats in a new thread (so on new connections, like each async run): through
-    ``g4f.ChatCompletion.create``, which runs GPTalk on the thread's kept loop, or through ``asyncio.run`` of GPTalk
-    alone, a new event loop per chat, as g4f's own sync wrapper would."""
-    GPTalk._tokens.clear()
+    """``n`` sequential sync chats on new connections, like each async run: through ``g4f.ChatCompletion.create``,
+    which runs GPTalk on the portal's loop, or through ``asyncio.run`` of GPTalk alone, a new event loop per chat, as
+    g4f's own sync wrapper would."""
+    afresh()
 
     async def alone(messages: list[dict[str, str]]) -> str:
         return "".join([delta async for delta in GPTalk.create_async_generator("gpt-3.5-turbo", messages)])
@@ -160,38 +169,38 @@ def sync_chats(url: str, n: int, client: str) -> dict[str, float]:
 
 
 def sync_interleaved(url: str, blocks: int, size: int) -> dict[str, float]:
-    """What ``g4f.ChatCompletion.create`` adds per chat over GPTalk async, measured side by side: in the calling
-    thread (the main thread, as for most sync callers, so that its Ctrl-C handling counts), alternating blocks of
-    ``size`` sync chats and ``size`` async chats run on the same kept loop (so on the same connection and token),
-    after one block each to warm up; microseconds of wall and CPU time per chat."""
-    GPTalk._tokens.clear()
-    spent = {"sync": [0.0, 0.0], "async": [0.0, 0.0]}
+    """What g4f's sync API costs per chat over GPTalk async, measured side by side in the calling thread:
+    alternating blocks of ``size`` chats each of async GPTalk, sync ``g4f.ChatCompletion.create`` and the same
+    streamed, all on the portal's loop (so on the same connection and token), after one block each to warm up.
+    Microseconds of wall and CPU time per chat over async, and the CPU ratios to async."""
+    afresh()
+    spent = {kind: [0.0, 0.0] for kind in ("async", "sync", "stream")}
 
     async def async_block() -> AsyncIterator[None]:
         await sequential(size)(lambda messages: GPTalk.create_async_generator("gpt-3.5-turbo", messages))  # type: ignore[misc]
         yield None
 
-    def sync_block() -> None:
+    def sync_block(stream: bool) -> None:
         for i in range(size):
             messages = [{"role": "user", "content": f"chat {i}"}]
-            assert g4f.ChatCompletion.create("gpt-3.5-turbo", messages, provider=GPTalk) == echo_reply(f"chat {i}")
+            reply = g4f.ChatCompletion.create("gpt-3.5-turbo", messages, provider=GPTalk, stream=stream)
+            assert (reply if isinstance(reply, str) else "".join(reply)) == echo_reply(f"chat {i}")
 
-    def run() -> None:
-        for block in range(blocks + 1):
-            for kind in (["sync", "async"] if block % 2 else ["async", "sync"]):
-                wall, cpu = time.perf_counter(), time.process_time()
-                if kind == "sync":
-                    sync_block()
-                else:
-                    list(loops.iterate(async_block(), stream=False))  # on this thread's kept loop, as g4f's sync call
-                if block:
-                    spent[kind][0] += time.perf_counter() - wall
-                    spent[kind][1] += time.process_time() - cpu
-
+    run_block = {"async": lambda: list(portal.iterate(async_block(), stream=False)),
+                 "sync": lambda: sync_block(False), "stream": lambda: sync_block(True)}
     gc.collect()
-    run()
+    for block in range(blocks + 1):
+        order = list(spent)[block % 3:] + list(spent)[:block % 3]
+        for kind in order[::-1] if block % 2 else order:
+            wall, cpu = time.perf_counter(), time.process_time()
+            run_block[kind]()
+            if block:
+                spent[kind][0] += time.perf_counter() - wall
+                spent[kind][1] += time.process_time() - cpu
     chats = blocks * size
-    return {key: (spent["sync"][i] - spent["async"][i]) / chats * 1e6 for i, key in enumerate(("wall", "cpu"))}
+    return {**{key: (spent["sync"][i] - spent["async"][i]) / chats * 1e6 for i, key in enumerate(("wall", "cpu"))},
+            "sync_cpu_ratio": spent["sync"][1] / spent["async"][1],
+            "stream_cpu_ratio": spent["stream"][1] / spent["async"][1]}
 
 
 def sequential(n: int) -> Callable[[Chat], object]:
@@ -286,6 +295,7 @@ def main() -> None:
             f"{args.sequential} sequential": sequential(args.sequential),
             "100 concurrent": concurrent(100),
             "500 concurrent": concurrent(500),
+            **{f"{n} concurrent": concurrent(n) for n in SCALING if n > 500},
             **{f"reply {n}": long_reply(n) for n in LENGTHS},
         }
         samples: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
@@ -294,6 +304,8 @@ def main() -> None:
             order = client_order(round_index)
             for scenario_name, scenario in scenarios.items():
                 for client in order:
+                    if scenario_name in SCALING_ONLY and client not in ("raw", "GPTalk"):
+                        continue  # thousands of connections at once: the seed design runs out of descriptors
                     kept[(scenario_name, client)].append(measure(client, url, scenario))
             for client in (SYNC, LOOP_PER_CHAT):
                 kept[(f"{args.sequential} sequential", client)].append(sync_chats(url, args.sequential, client))
@@ -378,13 +390,24 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, scali
                 "|---|---|---|---|"]
     for client, over, what in (
         ("g4f async", "GPTalk", "g4f: `ChatCompletion.create_async(stream=True)`"),
-        (SYNC, "GPTalk", "g4f: sync `ChatCompletion.create()`, on the thread's kept loop"),
+        (SYNC, "GPTalk", "g4f: sync `ChatCompletion.create()`, on the portal's loop"),
         (LOOP_PER_CHAT, "GPTalk", "a new event loop per chat (g4f's own sync wrapper): session, connection, teardown"),
     ):
         overhead.append(f"| {what} | {over} | {per_chat_us(client, over, 'wall')} | {per_chat_us(client, over, 'cpu')} |")
-    overhead.append("| g4f: sync `ChatCompletion.create()`, interleaved with async chats on the same kept loop | GPTalk | "
+    overhead.append("| g4f: sync `ChatCompletion.create()`, interleaved with async chats on the portal's loop | GPTalk | "
                     + " | ".join(spread([run[key] for run in samples[("interleaved", SYNC)]], 0, "+")
                                  for key in ("wall", "cpu")) + " |")
+
+    overhead += ["", "| client CPU over GPTalk async, interleaved on the portal's loop: median of rounds (range) | ratio |",
+                 "|---|---|"]
+    for key, what in (("sync_cpu_ratio", "sync `ChatCompletion.create()`"), ("stream_cpu_ratio", "sync streaming")):
+        overhead.append(f"| {what} | {spread([run[key] for run in samples[('interleaved', SYNC)]], 3)} |")
+
+    flat = ["", "| concurrent chats | " + " | ".join(f"{c} CPU µs per chat" for c in ("raw", "GPTalk"))
+            + " | GPTalk / raw CPU, median (range) |", "|---|---|---|---|"]
+    for n in SCALING:
+        flat.append(f"| {n} | " + " | ".join(cell(f"{n} concurrent", c, "cpu", 1e6 / n, 0) for c in ("raw", "GPTalk"))
+                    + f" | {ratio(f'{n} concurrent', 'GPTalk', 'cpu')} |")
 
     growth = ["", "| events per reply | wire bytes | " + " | ".join(f"{c} CPU ms" for c in CLIENTS) + " |",
               "|---" * (2 + len(CLIENTS)) + "|"]
@@ -398,7 +421,7 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, scali
         linear.append(f"| GPTalk's SSE reader | {size} | {cpu * 1000:.0f} | {cpu / previous:.2f} |" if previous
                       else f"| GPTalk's SSE reader | {size} | {cpu * 1000:.0f} | — |")
         previous = cpu
-    return "\n".join(rows + ratios + overhead + growth + linear)
+    return "\n".join(rows + ratios + overhead + flat + growth + linear)
 
 
 def plot(samples: dict[tuple[str, str], list[dict[str, float]]], results: Path) -> None:
