@@ -1,16 +1,39 @@
 """GPTalk (gptalk.net) chat provider for g4f.
 
-After ``pip install g4f-gptalk`` g4f finds it by name (``provider="GPTalk"``) with no import in user code; importing
-this package registers it too, for environments where the start-up hook is off (``G4F_GPTALK_AUTOLOAD=0``).
+After ``pip install g4f-gptalk`` g4f finds it by name (``provider="GPTalk"``) with no import in user code. Where
+the start-up hook is off (``G4F_GPTALK_AUTOLOAD=0``), importing this package registers it. ``GPTalk`` is imported
+on first use, so that ``import g4f_gptalk`` (the CLI's first step) costs almost nothing.
 """
 
-import g4f  # noqa: F401 - g4f first: its import runs the start-up hook, which may load our provider module
+from __future__ import annotations
 
-from .plugin import bridge
-from .protocol.provider import GPTalk
+import sys
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 __all__ = ["GPTalk", "__version__"]
 
-bridge.load_plugins()
-bridge.register_models()
+if TYPE_CHECKING:
+    from .protocol.provider import GPTalk
+
+
+def __getattr__(name: str) -> object:
+    if name == "GPTalk":
+        from .protocol.provider import GPTalk
+
+        return GPTalk
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _hook_armed() -> bool:
+    """Whether the start-up hook watches g4f's imports (then g4f's import registers GPTalk)."""
+    return any(type(finder).__name__ == "G4FPluginFinder" for finder in sys.meta_path)
+
+
+if not _hook_armed():
+    import g4f  # noqa: F401 - g4f first, as a user's program imports it
+
+    from .plugin import bridge
+
+    bridge.load_plugins()
+    bridge.register_models()

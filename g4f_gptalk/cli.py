@@ -8,19 +8,15 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import sys
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from g4f import debug
+# Nothing heavier is imported before main() runs: Ctrl-C while g4f and aiohttp load is handled there like any other.
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
 
-from . import __version__
-from .protocol.arguments import URL_ENV, checked_url
-from .protocol.errors import G4FError, InvalidRequestError
-from .protocol.provider import GPTalk
-
+URL_ENV = "G4F_GPTALK_URL"
 DEFAULT_PROMPT = "Hello, GPTalk! Say something in a few languages."
 
 
@@ -46,6 +42,8 @@ def chat(prompt: str, model: str, timeout: float | None) -> None:
     """Stream GPTalk's reply to ``prompt`` through ``g4f.ChatCompletion`` to stdout as it arrives."""
     import g4f
 
+    from .protocol.provider import GPTalk
+
     messages = [{"role": "user", "content": prompt}]
     for chunk in g4f.ChatCompletion.create(model, messages, provider=GPTalk, stream=True, timeout=timeout):
         if isinstance(chunk, str):
@@ -55,6 +53,8 @@ def chat(prompt: str, model: str, timeout: float | None) -> None:
 
 def demo(prompt: str, model: str, timeout: float | None) -> None:
     """``chat`` against G4F_GPTALK_URL if set, else against a local GPTalk server started for the occasion."""
+    import os
+
     if os.environ.get(URL_ENV):
         chat(prompt, model, timeout)
         return
@@ -67,17 +67,19 @@ def demo(prompt: str, model: str, timeout: float | None) -> None:
 
 
 def serve(port: int, host: str, public: bool) -> None:
+    """Run a local GPTalk server until Ctrl-C."""
+    import asyncio
+
+    from .protocol.errors import InvalidRequestError
     from .testing.server import serve_forever
 
     if not public and host not in ("127.0.0.1", "localhost", "::1"):
         raise InvalidRequestError(f"--host {host} would serve beyond this machine; add --public to mean it")
+
     def ready(url: str) -> None:
         print(f"GPTalk server listening on {url}", flush=True)
 
-    try:
-        asyncio.run(serve_forever(port, host, ready))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(serve_forever(port, host, ready))
 
 
 def doctor() -> bool:
@@ -90,7 +92,21 @@ def doctor() -> bool:
     return all(outcome != "FAIL" for outcome, _, _ in results)
 
 
+def port_number(text: str) -> int:
+    """``--port``: a TCP port, 0 to 65535."""
+    import argparse
+
+    if not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from . import __version__
+    from .protocol.provider import GPTalk
+
     formatter = argparse.ArgumentDefaultsHelpFormatter
     root = argparse.ArgumentParser(prog="g4f-gptalk", description="GPTalk provider for g4f", formatter_class=formatter)
     root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -104,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--url", default=argparse.SUPPRESS,
                                  help=f"service address (default: ${URL_ENV}, else {GPTalk.default_url})")
     serve_command = commands.add_parser("serve", help="run a local GPTalk server", formatter_class=formatter)
-    serve_command.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
+    serve_command.add_argument("--port", type=port_number, default=8765, help="port to listen on; 0 picks a free one")
     serve_command.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve_command.add_argument("--public", action="store_true",
                                help="allow a --host beyond loopback (the /_local/ control endpoints stay loopback-only)")
@@ -116,6 +132,35 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; exits 0, 1 on a failure (one line on stderr), 2 on bad usage, 130 on Ctrl-C."""
+    try:
+        return _run(argv)
+    except BaseException as exc:
+        if not _interrupted(exc):
+            raise
+        _Output.end_line()
+        return 130
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is Ctrl-C, or an error raised while handling it (g4f's own import turns a Ctrl-C during it
+    into an UnboundLocalError)."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    import os
+
+    from g4f import debug
+
+    from .protocol.arguments import checked_url
+    from .protocol.errors import G4FError
+
     args = parser().parse_args(argv)
     debug.version_check = False  # g4f's update notice would land in the middle of our output on stdout
     actions: dict[str, Callable[[], object]] = {
@@ -132,9 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _Output.end_line()
         print(f"g4f-gptalk: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        _Output.end_line()
-        return 130
     return 1 if result is False else 0
 
 

@@ -67,11 +67,16 @@ def provider_list() -> str:
         today = datetime.date.today().isoformat()
         raise G4FProblem(
             f"GPTalk is among g4f's {len(names)} provider names, but g4f itself could not build its full provider "
-            f"list ({type(exc).__name__}: {str(exc)[:160]}). g4f downloads providers.json at this step: offline, "
+            f"list ({type(exc).__name__}: {_first_line(exc)}). g4f downloads providers.json at this step: offline, "
             f"set G4F_CACHE_DIR to a folder holding .models/{today}/providers.json (the README's offline recipe)"
         ) from exc
     require(GPTalk in every, "missing from g4f.Provider.__providers__")
     return f"g4f.Provider.__providers__ ({len(every)} providers)"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of what ``exc`` says, whole: a line cut short could end inside a quote."""
+    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def _registered_names(providers: object) -> list[str]:
@@ -104,12 +109,9 @@ def models() -> str:
 
 
 def login() -> str:
-    from .protocol.arguments import service_url
-    from .protocol.provider import check_login
-
-    url = service_url(GPTalk.default_url)
-    asyncio.run(check_login(url))
-    return f"{url} issued a token"
+    health = asyncio.run(GPTalk.get_health())
+    require(health["ok"], str(health.get("error")))
+    return f"{health['url']} logs in (GPTalk.get_health)"
 
 
 CHECKS: list[tuple[str, Callable[[], str]]] = [

@@ -125,3 +125,45 @@ def test_the_control_endpoints_answer_loopback_clients_only(server):
     assert [_is_loopback(address) for address in ("127.0.0.1", "127.8.0.1", "::1")] == [True] * 3
     assert [_is_loopback(address) for address in ("10.0.0.5", "192.168.1.2", "8.8.8.8", "fe80::1", None, "x")] \
         == [False] * 6
+
+
+AS_FROM_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "sys.argv[0] = 'g4f-gptalk'; from g4f_gptalk.cli import main; sys.exit(main())")
+"""The console script's own two lines, with Ctrl-C handled as from a terminal (tox starts processes ignoring it)."""
+
+
+def test_ctrl_c_in_serve_exits_130_without_a_traceback():
+    process = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, "serve", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("GPTalk server listening on ")
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and err == ""
+
+
+@pytest.mark.parametrize("after", [0.05, 0.15, 0.3, 0.6])
+def test_ctrl_c_at_any_moment_of_demo_exits_130_without_a_traceback(after):
+    # early moments land while g4f and aiohttp are still being imported
+    process = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, "demo"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        try:
+            process.wait(timeout=after)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    # done (0), exited 130, or, in the last moment of the interpreter's teardown, when Python has given SIGINT its
+    # default action back, ended by the signal (-2): a shell reports that as 130 too
+    assert process.returncode in (0, 130, -signal.SIGINT) and "Traceback" not in err, err
+
+
+def test_a_port_out_of_range_is_named_by_serve():
+    result = g4f_gptalk("serve", "--port", "99999")
+    assert result.returncode == 2
+    assert result.stderr.endswith("g4f-gptalk serve: error: argument --port: '99999' is not a port number (0 to 65535)\n")

@@ -111,7 +111,7 @@ def test_a_sync_timeout_is_gptalks_own_error_after_the_text_received(server):
     text = "".join(received)
     assert text and REPLY.startswith(text) and text != REPLY
     assert str(caught.value) == (
-        f"GPTalk stream: the call's timeout ran out; the reply is incomplete after {len(text)} characters")
+        f"GPTalk stream: the call's timeout ran out (1 s); the reply is incomplete after {len(text)} characters")
 
 
 def test_sync_calls_from_a_thread_whose_loop_is_running(server):

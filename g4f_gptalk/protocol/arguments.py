@@ -113,9 +113,21 @@ def checked_url(raw: str, setting: str) -> str:
         url = URL(raw)
     except (TypeError, ValueError):
         url = None
+    if (url is None or url.explicit_port == 0) and (port := _port_out_of_range(raw)):
+        raise InvalidRequestError(f"GPTalk: {setting}={raw!r} has port {port}, out of range 1-65535")
     if url is None or url.scheme not in ("http", "https") or not url.host:
         raise InvalidRequestError(f"GPTalk: {setting}={raw!r} is not an http(s) URL such as https://gptalk.net")
     return str(url).rstrip("/")
+
+
+def _port_out_of_range(raw: str) -> str | None:
+    """The port of ``raw`` if it is a number out of range (yarl refuses the whole URL for it)."""
+    try:
+        netloc = raw.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    except IndexError:
+        return None
+    port = netloc.rsplit(":", 1)[1] if ":" in netloc and not netloc.endswith("]") else ""
+    return port if port.isascii() and port.isdigit() and not 0 < int(port) < 65536 else None
 
 
 @functools.lru_cache(maxsize=16)

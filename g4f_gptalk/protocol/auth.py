@@ -83,8 +83,14 @@ def _instant(value: Any, server_now: float) -> float | None:
         return None
     if not math.isfinite(number) or number <= 0:
         return None
-    later = [reading for reading in (number, number / 1000) if reading > server_now]
+    # Seconds past the year 9999 are milliseconds; of two future readings the nearer wins, so that 9999-12-31 in
+    # seconds stays far ahead rather than 1978 in milliseconds. A past reading in either unit is no expiry at all.
+    later = [reading for reading in (number, number / 1000) if server_now < reading <= LAST_SECOND]
     return min(later) if later else None
+
+
+LAST_SECOND = 253402300799.0
+"""9999-12-31T23:59:59Z in Unix seconds: the last instant an ``expires_at`` in seconds may name."""
 
 
 def _is_number(text: str) -> bool:
@@ -259,6 +265,13 @@ class TokenCache:
                 self._login = waiter.flight
                 return
         self._login = None
+
+    def offer(self, token: Token) -> None:
+        """Make ``token`` (from a login outside any chat, such as a health check) the current one, unless the
+        current one has asks left."""
+        with self._guard:
+            if self._token is None or not self._token.usable(time.time()):
+                self._token = token
 
     def drop(self, token: Token) -> None:
         """Forget ``token`` (the service rejected it) unless a newer one has replaced it already."""

@@ -7,6 +7,7 @@ Like aiohttp's errors, the classes defined here also subclass the matching built
 from __future__ import annotations
 
 import builtins
+import datetime
 import email.utils
 import json
 import time
@@ -61,11 +62,23 @@ def shown(value: Any) -> str:
         return "(a value nested too deep to show)"
 
 
-def answer_data(step: str, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-    """The ``data`` object of a JSON answer to ``step``, or the error the answer amounts to."""
+def answer_data(step: str, status: int, headers: Mapping[str, str], body: bytes, url: str = "") -> dict[str, Any]:
+    """The ``data`` object of a JSON answer to ``step`` from the service at ``url``, or the error the answer
+    amounts to, its ``status`` attribute the answer's HTTP status."""
+    try:
+        return _answer_data(step, status, headers, body, url)
+    except G4FError as error:
+        error.status = status
+        raise
+
+
+def _answer_data(step: str, status: int, headers: Mapping[str, str], body: bytes, url: str) -> dict[str, Any]:
     if body[:1] == b"<" and is_cloudflare(body.decode("utf-8", "replace")):
         # a challenge in front of the service, whatever its status: not a rejected token, not GPTalk's words
         raise CloudflareError(f"GPTalk {step}: HTTP {status}: a Cloudflare challenge page, not the service's answer")
+    if status == 404 and url and body[:1] != b"{":  # not the service's own JSON: the path itself is unknown
+        raise ResponseError(f"GPTalk {step}: HTTP 404: {excerpt(body)} (no GPTalk API at {url}: is it the service's "
+                            f"root, such as https://gptalk.net?)")
     if not 200 <= status < 300:
         raise for_status(step, status, body, headers)
     try:
@@ -96,9 +109,13 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def http_date(value: str) -> float | None:
-    """An HTTP date (``Date``, ``Retry-After``) in Unix seconds, if it is readable."""
+    """An HTTP date (``Date``, ``Retry-After``) in Unix seconds, if it is readable: IMF-fixdate, RFC 850 or asctime
+    form, all UTC (RFC 9110 §5.6.7), whatever this machine's time zone."""
     try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
+        when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is None:  # asctime's form names no zone: UTC, not this machine's local time
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 

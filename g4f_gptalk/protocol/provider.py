@@ -41,6 +41,11 @@ from .auth import Token, TokenCache, expiry_of
 from .errors import G4FError, GPTalkTimeoutError, TokenRejectedError, answer_data, redact, token_of
 from .sse import ReplyText
 
+HEALTH_TIMEOUT = 15.0
+"""Seconds ``get_health`` waits for the service's login answer."""
+CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
+    error for error in (getattr(aiohttp, "ConnectionTimeoutError", None),) if error is not None)
+"""aiohttp's error for a connect bound that ran out (aiohttp 3.10 and newer; older ones cannot tell it apart)."""
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/117.0.0.0 Safari/537.36"
 )
@@ -91,6 +96,9 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
     models: ClassVar[list[str]] = [default_model]
     timeout: ClassVar[float] = 120.0
     """Seconds for a whole call unless ``timeout=`` is given."""
+    connect_timeout: ClassVar[float] = 10.0
+    """Seconds to open a connection (TCP and TLS) unless ``connect_timeout=`` is given: a host that never answers
+    costs a chat this long, and g4f's fallback moves on."""
 
     _tokens: ClassVar[dict[str, TokenCache]] = {}
 
@@ -103,21 +111,23 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         timeout: float | None = None,
         stream_timeout: float | None = None,
         temperature: float | None = None,
+        connect_timeout: float | None = None,
         **kwargs: Any,
     ) -> AsyncResult:
         """Stream GPTalk's reply to ``messages``, one new piece of text at a time.
 
         ``timeout`` (seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
-        stream (default: ``timeout``). ``proxy`` is an http(s) or socks URL. ``temperature`` (0 to 2) goes to the
-        service. Other keyword arguments g4f passes (``max_tokens``, ``stop``, ``top_p``, ``web_search``, ``media``,
-        ``conversation``…) have no counterpart in GPTalk's protocol: they are ignored, and g4f's debug log says so.
+        stream (default: ``timeout``); ``connect_timeout`` bounds opening each connection, TLS included (default
+        10). ``proxy`` is an http(s) or socks URL. ``temperature`` (0 to 2) goes to the service. Other keyword
+        arguments g4f passes (``max_tokens``, ``stop``, ``top_p``, ``web_search``, ``media``, ``conversation``…) have
+        no counterpart in GPTalk's protocol: they are ignored, and g4f's debug log says so.
         """
         prompt = prompt_of(messages)
         heat = temperature_of(temperature)
         if kwargs and debug.logging and (ignored := unused(kwargs)):
             log(f"GPTalk: ignored {', '.join(ignored)}: the service has no such setting")
         if model not in cls.models:  # a listed model needs no check, and g4f's get_model returns it as it is
-            model = cls.get_model(model_of(model, cls.default_model) or cls.default_model)
+            model = cls._model(model)
         total = cls.timeout if timeout is None else seconds("timeout", timeout, cls.timeout)
         resources = pool.of_running_loop() or await pool.for_running_loop()
         if resources.draining:
@@ -125,7 +135,8 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
             # its connection back before this chat picks one (a sync caller's loop stands still between calls).
             await asyncio.sleep(0)
         call = _Call(service_url(cls.default_url), resources, proxy,
-                     total, total if stream_timeout is None else seconds("stream_timeout", stream_timeout, total))
+                     total, total if stream_timeout is None else seconds("stream_timeout", stream_timeout, total),
+                     seconds("connect_timeout", connect_timeout, cls.connect_timeout))
         try:
             tokens = cls._tokens.get(call.base_url) or cls._tokens.setdefault(call.base_url, TokenCache())
             stream_token = await call.ask(tokens, ask_payload(prompt, model, heat))
@@ -152,6 +163,32 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         except G4FError as exc:
             redact(exc, call.secrets)  # a server may echo a token back in what the error quotes
             raise
+
+    @classmethod
+    def _model(cls, model: Any) -> str:
+        """``model`` as the service knows it: without a ``GPTalk:`` prefix, through g4f's ``get_model`` (whose rule
+        for a model the provider does not list is that release's own: g4f 8 sends it as given)."""
+        name = model_of(model, cls.default_model).removeprefix(f"{cls.label}:")
+        chosen: str = cls.get_model(name or cls.default_model)
+        if chosen not in cls.models and debug.logging:
+            log(f"GPTalk: model {chosen!r} is not one the service lists ({', '.join(cls.models)}); sent as given")
+        return chosen
+
+    @classmethod
+    async def get_health(cls, api_key: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Whether the service answers, as g4f's ``probe_health`` reports it: ``url``, ``ok``, ``status`` (the HTTP
+        status, 0 without an answer) and, if not ok, ``error``; never raises. It costs the service one anonymous
+        login, at most ``HEALTH_TIMEOUT`` seconds, and the token it issues serves the next chats."""
+        url = cls.url
+        try:
+            url = service_url(cls.default_url)
+            call = _Call(url, await pool.for_running_loop(), None, HEALTH_TIMEOUT, HEALTH_TIMEOUT, cls.connect_timeout)
+            token = await call.login()
+        except G4FError as exc:
+            return {"url": url, "ok": False, "status": getattr(exc, "status", 0), "error": str(exc)}
+        tokens = cls._tokens.get(url) or cls._tokens.setdefault(url, TokenCache())
+        tokens.offer(token)
+        return {"url": url, "ok": True, "status": 200}
 
     @classmethod
     def forget_tokens(cls, base_url: str | None = None) -> None:
@@ -190,16 +227,15 @@ def ask_payload(prompt: str, model: str, temperature: float = 0) -> dict[str, An
 class _Call:
     """The requests of one chat, all sharing its loop's pooled session, its proxy and its time bounds."""
 
-    def __init__(
-        self, base_url: str, resources: pool.LoopResources, proxy: str | None, total: float, stall: float
-    ) -> None:
+    def __init__(self, base_url: str, resources: pool.LoopResources, proxy: str | None, total: float, stall: float,
+                 connect: float = 10.0) -> None:
         http_proxy, socks_proxy = split_proxy(proxy) if proxy else (None, None)
         self.base_url = base_url
         self.origin = origin_of(base_url)
         self.session = resources.session(socks_proxy, BROWSER_HEADERS)
         self.proxy = http_proxy
         self.deadline = time.monotonic() + total
-        self.stall = stall
+        self.total, self.stall, self.connect = total, stall, connect
         self.secrets: list[str | None] = [proxy_password(proxy)] if proxy else []
         """What this call must keep out of its errors: fingerprints, tokens, the proxy password."""
 
@@ -220,13 +256,14 @@ class _Call:
         if remaining <= 0:
             raise GPTalkTimeoutError(f"GPTalk {step}: the call's timeout ran out before this step")
         # A stall bound no shorter than what is left adds nothing but a timer rescheduled at every read.
-        timeout = aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None)
+        timeout = aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None,
+                                        sock_connect=self.connect if self.connect < remaining else None)
         return pool.request(self.session, method, self.base_url + path, proxy=self.proxy, timeout=timeout, **options)
 
     def _failure(self, step: str, exc: Exception) -> G4FError:
         """What a failed request, or the reading of its answer, is for the caller."""
         if isinstance(exc, TimeoutError):
-            return GPTalkTimeoutError(f"GPTalk {step}: no answer in time")
+            return GPTalkTimeoutError(f"GPTalk {step}: {self._ran_out(exc)}")
         if isinstance(exc, aiohttp.TooManyRedirects):
             return ResponseError(f"GPTalk {step}: the service redirected {len(exc.history)} times in a row; "
                                  f"a redirect loop at {exc.request_info.real_url}?")
@@ -235,22 +272,36 @@ class _Call:
             # a failed name lookup has words of its own; asyncio's words for a failed connect repeat the address
             reason = exc.os_error.strerror if isinstance(exc.os_error, socket.gaierror) else os.strerror(errno)
             return ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: {reason}")
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return ResponseError(f"GPTalk {step}: {self.base_url} closed the connection without an answer")
+        if type(exc) is aiohttp.ClientResponseError:  # aiohttp's parser refused the answer: not a status error
+            said = exc.message.splitlines()[0] if exc.message else "unreadable"
+            return ResponseError(f"GPTalk {step}: the answer from {self.base_url} is not valid HTTP ({said})")
         return ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}")
+
+    def _ran_out(self, exc: TimeoutError) -> str:
+        """Which bound a timeout of aiohttp's was: connecting, the wait for data, or the whole call."""
+        if isinstance(exc, CONNECT_TIMEOUT):
+            return f"{self.base_url} could not be reached within {self.connect:g} s (connect_timeout)"
+        # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
+        if time.monotonic() >= self.deadline - 0.05:
+            return f"the call's timeout ran out ({self.total:g} s)"
+        return f"no data for {self.stall:g} s (stream_timeout)"
 
     async def _post(self, step: str, path: str, payload: dict[str, Any], token: Token | None = None,
                     resend: bool = True) -> tuple[dict[str, Any], str | None]:
         """POST ``payload``; the ``data`` of the JSON answer and the answer's ``Date`` header, or the matching g4f
         error (or, with ``resend=False``, ``pool.StaleConnectionError``)."""
         try:
-            response = await self._send(step, "POST", path, data=json.dumps(payload), headers=self._headers(token),
-                                        resend=resend)
+            response = await self._send(step, "POST", path, body=json.dumps(payload).encode(),
+                                        headers=self._headers(token), resend=resend)
             async with response:
                 status, headers, body = response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             if isinstance(exc, GPTalkTimeoutError):  # ours, from _send: already says what ran out
                 raise
             raise self._failure(step, exc) from exc
-        return answer_data(step, status, headers, body), headers.get("Date")
+        return answer_data(step, status, headers, body, self.base_url), headers.get("Date")
 
     async def login(self) -> Token:
         fingerprint = secrets.token_hex(16)
@@ -275,6 +326,8 @@ class _Call:
             if token is None:
                 try:
                     token = await tokens.reserve(self.login, self.deadline - time.monotonic())
+                except GPTalkTimeoutError:  # this chat's own login
+                    raise
                 except TimeoutError:
                     raise GPTalkTimeoutError(
                         "GPTalk login: the call's timeout ran out while another chat was logging in") from None
@@ -303,32 +356,26 @@ class _Call:
     async def stream(self, stream_token: str) -> aiohttp.ClientResponse:
         """The reply stream's response, its status checked; the caller reads and releases it, and turns what fails
         meanwhile into a g4f error with ``stream_failure``."""
-        response = await self._send("stream", "GET", "/api/chatgpt/chatapi/stream", params={"token": stream_token},
-                                    headers=self._headers())
-        if response.status != 200:
-            async with response:
-                answer_data("stream", response.status, response.headers, await response.read())
+        try:
+            response = await self._send("stream", "GET", "/api/chatgpt/chatapi/stream",
+                                        params={"token": stream_token}, headers=self._headers())
+            if response.status != 200:
+                async with response:
+                    answer_data("stream", response.status, response.headers, await response.read(), self.base_url)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if isinstance(exc, GPTalkTimeoutError):
+                raise
+            raise self._failure("stream", exc) from exc
         return response
 
     def stream_failure(self, exc: TimeoutError | aiohttp.ClientError, reply: ReplyText) -> G4FError:
         """What a stall or a broken connection while reading the stream is for the caller: a g4f error saying how
         much of ``reply`` had arrived."""
         if isinstance(exc, TimeoutError):
-            # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
-            ran_out = time.monotonic() >= self.deadline - 0.05
-            cause = "the call's timeout ran out" if ran_out else f"no data for {self.stall:g}s"
             return GPTalkTimeoutError(
-                f"GPTalk stream: {cause}; the reply is incomplete after {len(reply.text)} characters")
+                f"GPTalk stream: {self._ran_out(exc)}; the reply is incomplete after {len(reply.text)} characters")
         if reply.text or isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
             return reply.incomplete(f"the connection failed ({exc})")
         return self._failure("stream", exc)
 
 
-async def check_login(base_url: str, timeout: float = 15.0) -> None:
-    """Log in once at ``base_url`` and discard the token: whether the service answers (``g4f-gptalk doctor``)."""
-    call = _Call(base_url, await pool.for_running_loop(), None, timeout, timeout)
-    try:
-        await call.login()
-    except G4FError as exc:
-        redact(exc, call.secrets)
-        raise

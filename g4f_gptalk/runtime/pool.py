@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import io
 import weakref
 from collections.abc import AsyncGenerator, Coroutine, Mapping
 from typing import Any
@@ -30,6 +31,8 @@ from ..plugin.compat import log
 
 DRAIN_SECONDS = 5.0
 """How long a body may go on after ``data: [DONE]`` before its connection is closed instead of kept."""
+LARGE_BODY = 2**20
+"""Request bodies larger than this are streamed from memory rather than handed to aiohttp as raw bytes."""
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS"))
 """Methods that aiohttp itself sends once more when a connection fails before the answer."""
 
@@ -65,7 +68,7 @@ class StaleConnectionError(Exception):
     of a response. The server may have closed it while it was idle, or read the request and then dropped it."""
 
 
-async def request(session: ClientSession, method: str, url: str, *, resend: bool = True,
+async def request(session: ClientSession, method: str, url: str, *, body: bytes | None = None, resend: bool = True,
                   **options: Any) -> ClientResponse:
     """``session.request(...)``, its response's headers read; the caller releases it (``async with response``).
 
@@ -74,9 +77,12 @@ async def request(session: ClientSession, method: str, url: str, *, resend: bool
     ``resend=False`` a ``StaleConnectionError``, for a caller that counts what the server may have read. A 408 is
     re-sent whatever the method: the server says it never read the request. Nothing goes out more than twice.
     Sessions through a SOCKS proxy (another connector) cannot tell new connections from reused ones: no re-sends.
+    ``body`` goes as it is, or streamed from memory past ``LARGE_BODY`` (aiohttp warns about larger raw bytes).
     """
     _opened.set(False)
     ours = isinstance(session.connector, _Connector)
+    if body is not None:
+        options["data"] = _payload(body)
     try:
         response = await session.request(method, url, **options)
     except (ServerDisconnectedError, ClientOSError) as exc:
@@ -87,13 +93,25 @@ async def request(session: ClientSession, method: str, url: str, *, resend: bool
         if debug.logging:
             log(f"GPTalk: a pooled connection was closed by the server ({exc}); sending again")
         await asyncio.sleep(0)  # takes in the closes of other pooled connections that arrived meanwhile
-        return await session.request(method, url, **options)
+        return await _again(session, method, url, body, options)
     if response.status != 408 or _opened.get() or not ours:
         return response
     response.close()
     if debug.logging:
         log("GPTalk: the server timed out a pooled connection (HTTP 408); sending again")
     await asyncio.sleep(0)
+    return await _again(session, method, url, body, options)
+
+
+def _payload(body: bytes) -> bytes | io.BytesIO:
+    return io.BytesIO(body) if len(body) > LARGE_BODY else body
+
+
+async def _again(session: ClientSession, method: str, url: str, body: bytes | None,
+                 options: dict[str, Any]) -> ClientResponse:
+    """The request sent once more, with its body afresh (a streamed one was read the first time)."""
+    if body is not None:
+        options["data"] = _payload(body)
     return await session.request(method, url, **options)
 
 

@@ -35,6 +35,8 @@ LOGIN_PATH = "/api/chatgpt/user/login"
 ASK_PATH = "/api/chatgpt/chatapi/text"
 STREAM_PATH = "/api/chatgpt/chatapi/stream"
 FINGERPRINT = re.compile(r"[0-9a-f]{32}")
+MAX_REQUEST_BYTES = 64 * 2**20
+"""The largest request body the server reads (an ask with a long conversation); aiohttp's default is 1 MiB."""
 
 
 def echo_reply(prompt: str) -> str:
@@ -100,7 +102,7 @@ class GPTalkServer:
         return sum(1 for handler in handlers if handler.transport is not None and not handler.transport.is_closing())
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._loopback_only])
+        app = web.Application(middlewares=[self._loopback_only], client_max_size=MAX_REQUEST_BYTES)
         app.router.add_post(self.prefix + LOGIN_PATH, self._login)
         app.router.add_post(self.prefix + ASK_PATH, self._ask)
         app.router.add_get(self.prefix + STREAM_PATH, self._stream)
