@@ -68,14 +68,14 @@ def test_bytes_after_a_content_length_body_are_a_response_error_naming_the_step(
         connection.sendall(json_answer(LOGIN, extra=b"XYZ junk\r\n"))
 
     with RawServer(answer) as raw:
-        text, error = chat_against(raw.url, monkeypatch)
+        _text, error = chat_against(raw.url, monkeypatch)
     assert type(error) is ResponseError
     assert str(error).startswith(f"GPTalk login: the answer from {raw.url} is not valid HTTP (")
 
 
 def test_a_chat_alone_whose_own_login_times_out_says_so(monkeypatch):
     with RawServer(lambda connection, request, number: time.sleep(5)) as raw:
-        text, error = chat_against(raw.url, monkeypatch, timeout=1)
+        _text, error = chat_against(raw.url, monkeypatch, timeout=1)
     assert isinstance(error, GPTalkTimeoutError) and str(error) == "GPTalk login: the call's timeout ran out (1 s)"
 
 
@@ -100,7 +100,7 @@ def black_hole():
 def test_a_host_that_never_answers_costs_the_connect_bound_not_the_whole_call(black_hole, monkeypatch):
     monkeypatch.setattr(GPTalk, "connect_timeout", 1.0)  # the default's path, 10 s there
     started = time.monotonic()
-    text, error = chat_against(black_hole, monkeypatch, timeout=120)
+    _text, error = chat_against(black_hole, monkeypatch, timeout=120)
     waited = time.monotonic() - started
     assert isinstance(error, GPTalkTimeoutError)
     assert str(error) == f"GPTalk login: {black_hole} could not be reached within 1 s (connect_timeout)"
@@ -128,12 +128,12 @@ def test_g4f_falls_back_to_the_next_provider_after_the_connect_bound(black_hole,
     ("http://127.0.0.1:0/", "GPTalk: G4F_GPTALK_URL='http://127.0.0.1:0/' has port 0, out of range 1-65535"),
 ])
 def test_a_port_out_of_range_is_named(monkeypatch, url, words):
-    text, error = chat_against(url, monkeypatch)
+    _text, error = chat_against(url, monkeypatch)
     assert isinstance(error, InvalidRequestError) and str(error) == words
 
 
 def test_a_service_url_with_an_api_path_gets_a_hint_at_the_root(server, monkeypatch):
-    text, error = chat_against(server.url + "/v1", monkeypatch)
+    _text, error = chat_against(server.url + "/v1", monkeypatch)
     assert type(error) is ResponseError
     assert str(error) == (f"GPTalk login: HTTP 404: 404: Not Found (no GPTalk API at {server.url}/v1: is it the "
                           f"service's root, such as https://gptalk.net?)")

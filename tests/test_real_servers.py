@@ -221,7 +221,8 @@ def test_an_ask_lost_on_a_new_connection_is_an_error_and_is_not_sent_again(serve
     assert "".join(chat()) == REPLY  # a token is cached; the next loop asks with it on a new connection
     server.faults = Faults(ask=["count-drop"], times=1)
     text, error = asyncio.run(partial_chat())
-    assert isinstance(error, g4f.errors.ResponseError) and str(error).startswith("GPTalk ask: ") and str(error).endswith("closed the connection without an answer")
+    assert isinstance(error, g4f.errors.ResponseError)
+    assert str(error).startswith("GPTalk ask: ") and str(error).endswith("closed the connection without an answer")
     assert text == "" and server.stats["asks"] == 2 and server.stats["connections"] == 2
 
 

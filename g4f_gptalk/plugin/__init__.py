@@ -2,4 +2,4 @@
 GUI, and what older g4f releases lack (``compat``). ``_g4f_gptalk_autoload``, outside the package, runs the bridge
 at start-up."""
 
-import g4f  # noqa: E402, F401 - g4f first: its import runs the start-up hook, which loads the provider module whole
+import g4f  # noqa: F401 - g4f first: its import runs the start-up hook, which loads the provider module whole
