@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from g4f.providers.base_provider import AsyncGeneratorProvider
 
 from g4f_gptalk.testing.server import echo_reply
 
@@ -373,10 +374,15 @@ def test_the_openai_compatible_server_lists_and_answers_with_gptalk(g4f_api, ser
         assert exc.code == 404 and G4F_MAJOR == 0  # g4f 0.x before /v1/providers existed
     else:
         assert providers["GPTalk"]["url"] == server.url  # the service it will call, G4F_GPTALK_URL
+    if hasattr(AsyncGeneratorProvider, "probe_health"):  # g4f 8's health routes, the API's and the GUI's
+        for route in ("/api/GPTalk/health", "/backend-api/v2/health/GPTalk"):
+            assert get_json(g4f_api + route) == {"url": server.url, "ok": True, "status": 200}
     client = OpenAI(base_url=f"{g4f_api}/v1", api_key="unused", max_retries=0, timeout=60)
     messages = [{"role": "user", "content": "Hello"}]
     whole = client.chat.completions.create(model="gpt-3.5-turbo", messages=messages, extra_body={"provider": "GPTalk"})
     assert whole.choices[0].message.content == REPLY
+    if G4F_MAJOR >= 8:  # its answers name the provider and the model
+        assert (whole.model, (whole.model_extra or {}).get("provider")) == ("gpt-3.5-turbo", "GPTalk")
     stream = client.chat.completions.create(
         model="gpt-3.5-turbo", messages=messages, stream=True, extra_body={"provider": "GPTalk"})
     pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]

@@ -277,7 +277,6 @@ def test_two_tests_on_aiohttps_own_loop_fixture_while_bodies_end_late(server, tm
     (tmp_path / "test_app.py").write_text(AIOHTTP_FIXTURE_SUITE)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "aiohttp.pytest_plugin", "-p", "no:asyncio", "-p", "no:cacheprovider",
-         "-W", "error", "-W", "ignore::ResourceWarning",
-         "-W", "ignore:aiohttp.pytest_plugin will be removed:DeprecationWarning", "-q", "test_app.py"],
+         "-W", "error::pytest.PytestUnraisableExceptionWarning", "-q", "test_app.py"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "G4F_GPTALK_URL": server.url})
     assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout + result.stderr

@@ -322,3 +322,19 @@ def test_arguments_the_service_has_no_setting_for_are_ignored_with_one_debug_lin
     assert "".join(reply) == echo_reply("Hello")
     said = [line for line in capsys.readouterr().out.splitlines() if "ignored" in line]
     assert said == ["GPTalk: ignored max_tokens, stop, top_p, web_search: the service has no such setting"]
+
+
+def test_gfours_clients_name_gptalk_and_the_model_and_legacy_text_stays_the_reply(server):
+    from g4f.client import AsyncClient, Client
+
+    messages = [{"role": "user", "content": "Hello"}]
+    answers = [Client().chat.completions.create(model="GPTalk:gpt-3.5-turbo", messages=messages, provider="GPTalk"),
+               next(iter(Client().chat.completions.create(model="gpt-3.5-turbo", messages=messages, provider="GPTalk",
+                                                          stream=True))),
+               asyncio.run(AsyncClient().chat.completions.create(model="gpt-3.5-turbo", messages=messages,
+                                                                 provider="GPTalk"))]
+    named = [(getattr(answer, "provider", "GPTalk"), getattr(answer, "model", "gpt-3.5-turbo")) for answer in answers]
+    assert named == [("GPTalk", "gpt-3.5-turbo")] * 3  # g4f 8's sync Client said (None, None) before
+    pieces = list(g4f.ChatCompletion.create("gpt-3.5-turbo", messages, provider="GPTalk", stream=True))
+    assert all(isinstance(piece, str) for piece in pieces) and "".join(pieces) == echo_reply("Hello")
+    assert g4f.ChatCompletion.create("gpt-3.5-turbo", messages, provider="GPTalk") == echo_reply("Hello")

@@ -24,6 +24,12 @@ else:
         "TimeoutError", (Exception,), {"__doc__": "A call ran out of time (g4f's own from 0.4 on)."})
 
 
+try:
+    from g4f.providers.response import ProviderInfo
+except ImportError:  # older g4f: its Client names no provider
+    ProviderInfo = None
+
+
 def log(text: str) -> None:
     """``g4f.debug.log(text)``: printed only while g4f's debug logging is on."""
     if hasattr(debug, "log"):

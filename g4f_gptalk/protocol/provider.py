@@ -23,7 +23,7 @@ from g4f.errors import ResponseError
 from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
 from g4f.typing import AsyncResult, CreateResult, Messages
 
-from ..plugin.compat import log
+from ..plugin.compat import ProviderInfo, log
 from ..runtime import pool, portal
 from .arguments import (
     URL_ENV,
@@ -202,8 +202,19 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
     def create_completion(cls, model: str, messages: Messages, stream: bool = True, **kwargs: Any) -> CreateResult:
         """The sync form of ``create_async_generator``, which g4f's sync API calls: each piece as it arrives, run on
         the portal's loop, so that sync chats from any thread share pooled connections and tokens; the result may be
-        read from any thread."""
-        return portal.iterate(cls.create_async_generator(model, messages, **kwargs), stream)
+        read from any thread. g4f's sync ``Client`` (which passes ``provider=``) first gets a ``ProviderInfo`` naming
+        GPTalk and the model, which it takes in for its answer; the legacy API's streams stay text alone."""
+        chat = cls.create_async_generator(model, messages, **kwargs)
+        if ProviderInfo is not None and "provider" in kwargs:
+            named = model if model in cls.models else model_of(model, "").removeprefix(f"{cls.label}:")
+            chat = _after(ProviderInfo(**cls.get_dict(), model=named or cls.default_model), chat)
+        return portal.iterate(chat, stream)
+
+
+async def _after(first: Any, rest: AsyncResult) -> AsyncResult:
+    yield first
+    async for item in rest:
+        yield item
 
 
 def ask_payload(prompt: str, model: str, temperature: float = 0) -> dict[str, Any]:
