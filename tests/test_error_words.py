@@ -108,10 +108,12 @@ def test_a_host_that_never_answers_costs_the_connect_bound_not_the_whole_call(bl
 
 
 def test_g4f_falls_back_to_the_next_provider_after_the_connect_bound(black_hole, monkeypatch):
-    from g4f.providers.base_provider import AsyncGeneratorProvider
+    from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
 
-    class Spare(AsyncGeneratorProvider):
+    class Spare(AsyncGeneratorProvider, ProviderModelMixin):
         working = True
+        default_model = "gpt-3.5-turbo"
+        models = [default_model]  # noqa: RUF012
 
         @classmethod
         async def create_async_generator(cls, model, messages, **kwargs):  # type: ignore[no-untyped-def]
