@@ -59,7 +59,9 @@ def registry() -> str:
 def provider_list() -> str:
     import g4f.Provider as providers
 
-    names = _registered_names(providers)
+    from .plugin.bridge import registered_names
+
+    names = registered_names(providers)
     require("GPTalk" in names, "missing from g4f's provider names")
     try:
         every = providers.__providers__  # g4f 8 imports all its providers here, and one downloads a list
@@ -77,16 +79,6 @@ def provider_list() -> str:
 def _first_line(exc: BaseException) -> str:
     """The first line of what ``exc`` says, whole: a line cut short could end inside a quote."""
     return (str(exc).strip().splitlines() or [""])[0]
-
-
-def _registered_names(providers: object) -> list[str]:
-    """The provider names g4f knows without importing every provider (its 8.x, lazy 7.x or 6.x registry)."""
-    namespace = vars(providers)
-    if "ProviderLoader" in namespace:
-        return list(namespace["ProviderLoader"].names)
-    if "_provider_names" in namespace:
-        return list(namespace["_provider_names"])
-    return list(namespace.get("__map__", {}))
 
 
 def by_name() -> str:

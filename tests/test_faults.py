@@ -13,7 +13,7 @@ import trustme
 from g4f.errors import MissingAuthError, RateLimitError, ResponseError
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.plugin.compat import G4FTimeoutError
+from g4f_gptalk.compat import G4FTimeoutError
 from g4f_gptalk.protocol.errors import CloudflareError, IncompleteReplyError, InvalidRequestError
 from g4f_gptalk.testing.server import Faults, echo_reply
 

@@ -193,10 +193,9 @@ def a_working_builtin() -> str:
     """The name of a provider g4f itself has and marks working (they differ between g4f releases)."""
     import g4f.Provider as registry
 
-    from g4f_gptalk.doctor import _registered_names
     from g4f_gptalk.plugin import bridge
 
-    return next(name for name in sorted(_registered_names(registry)) if name not in bridge.registered
+    return next(name for name in sorted(bridge.registered_names(registry)) if name not in bridge.registered
                 and getattr(getattr(registry, name, None), "working", False) is True)
 
 

@@ -65,7 +65,7 @@ def load_plugins() -> dict[str, type]:
         if existing is provider:
             continue
         if existing is not None:
-            from .compat import log
+            from ..compat import log
 
             log(f"g4f-gptalk: g4f's own {name} is marked not working; {provider.__module__}.{name} takes its place")
         _add_to_registry(registry, name, provider)
@@ -215,20 +215,29 @@ def _skip(name: str, reason: str) -> None:
     warnings.warn(f"g4f provider plugin {name!r} skipped: {reason}", PluginWarning, stacklevel=3)
 
 
-def _existing(registry: ModuleType, name: str) -> Any:
-    """What g4f's registry has under ``name``: a provider class, ``True`` for a name whose class g4f has not
-    loaded yet (always one of its own), or None."""
+def registered_names(registry: ModuleType) -> list[str]:
+    """The provider names g4f's registry (``g4f.Provider``) knows, without importing every provider: its 8.x
+    ``ProviderLoader``, its lazy 7.x names, or the ``__map__`` of 6.x and before."""
     namespace = vars(registry)
     if "ProviderLoader" in namespace:
         loader = namespace["ProviderLoader"]
-        if name not in [*loader.names, *getattr(loader, "extra", [])]:
-            return None
-        return loader.loaded.get(name, True)
+        return [*loader.names, *getattr(loader, "extra", [])]
     if "_provider_names" in namespace:
-        if name not in namespace["_provider_names"]:
-            return None
+        return list(namespace["_provider_names"])
+    return list(namespace.get("__map__", {}))
+
+
+def _existing(registry: ModuleType, name: str) -> Any:
+    """What g4f's registry has under ``name``: a provider class, ``True`` for a name whose class g4f has not
+    loaded yet (always one of its own), or None."""
+    if name not in registered_names(registry):
+        return None
+    namespace = vars(registry)
+    if "ProviderLoader" in namespace:
+        return namespace["ProviderLoader"].loaded.get(name, True)
+    if "_provider_names" in namespace:
         return namespace["_loaded_providers"].get(name, True)
-    return namespace.get("__map__", {}).get(name)
+    return namespace["__map__"].get(name)
 
 
 def _is_g4fs_own(provider: Any) -> bool:
@@ -268,7 +277,7 @@ def _name_of(provider: type) -> str:
 
 
 def _add_to_model(models: ModuleType, model_name: str, provider: type) -> None:
-    from .compat import iter_list_provider, provider_list
+    from ..compat import iter_list_provider, provider_list
 
     model = models.ModelUtils.convert.get(model_name)
     if model is None:

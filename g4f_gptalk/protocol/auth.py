@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..plugin.compat import log
+from ..compat import log
 from ..runtime.pool import running_loop
 from ..runtime.portal import is_blocked
 from .errors import http_date

@@ -17,7 +17,7 @@ from typing import Any
 from g4f.errors import MissingAuthError, RateLimitError, ResponseError
 from g4f.requests.raise_for_status import is_cloudflare
 
-from ..plugin.compat import CloudflareError, G4FError, G4FTimeoutError
+from ..compat import CloudflareError, G4FError, G4FTimeoutError
 
 __all__ = ["CloudflareError", "G4FError", "GPTalkTimeoutError", "IncompleteReplyError", "InvalidRequestError",
            "TokenRejectedError"]

@@ -23,7 +23,7 @@ from g4f.errors import ResponseError
 from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
 from g4f.typing import AsyncResult, CreateResult, Messages
 
-from ..plugin.compat import ProviderInfo, log
+from ..compat import ProviderInfo, log
 from ..runtime import pool, portal
 from .arguments import (
     URL_ENV,

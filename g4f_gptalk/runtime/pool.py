@@ -27,7 +27,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 from g4f import debug
 
-from ..plugin.compat import log
+from ..compat import log
 
 DRAIN_SECONDS = 5.0
 """How long a body may go on after ``data: [DONE]`` before its connection is closed instead of kept."""
