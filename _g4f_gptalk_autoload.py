@@ -3,6 +3,8 @@
 g4f has no plugin discovery of its own, so this module puts a finder on ``sys.meta_path`` that waits for
 ``g4f.Provider``, ``g4f.models`` and the web GUI's ``g4f.gui.server.api`` to be imported and, right after each has
 run, lets ``g4f_gptalk.plugin.bridge`` register the providers declared in the ``g4f.providers`` entry point group.
+It also reports ``g4f_gptalk.provider``: a program whose first import is that module makes it import g4f before
+it defines GPTalk, which is registered once it has run.
 
 It runs in every interpreter of the environment, so it imports nothing beyond ``sys`` and ``os`` (both already
 loaded at start-up) and does nothing else until g4f is imported. Set ``G4F_GPTALK_AUTOLOAD=0`` to turn it off.
@@ -14,7 +16,7 @@ one that is already imported, as this one is at every start-up; the marker tells
 import os
 import sys
 
-_WATCHED = frozenset(("g4f.Provider", "g4f.models", "g4f.gui.server.api"))
+_WATCHED = frozenset(("g4f.Provider", "g4f.models", "g4f.gui.server.api", "g4f_gptalk.provider"))
 
 
 class _RegisteringLoader:

@@ -14,12 +14,12 @@ __version__ = "0.1.0"
 __all__ = ["GPTalk", "__version__"]
 
 if TYPE_CHECKING:
-    from .protocol.provider import GPTalk
+    from .provider import GPTalk
 
 
 def __getattr__(name: str) -> object:
     if name == "GPTalk":
-        from .protocol.provider import GPTalk
+        from .provider import GPTalk
 
         return GPTalk
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Sequence
 
-URL_ENV = "G4F_GPTALK_URL"
+URL_ENV = "G4F_GPTALK_URL"  # provider.URL_ENV, which is not imported before main() runs
 DEFAULT_PROMPT = "Hello, GPTalk! Say something in a few languages."
 
 
@@ -42,7 +42,7 @@ def chat(prompt: str, model: str, timeout: float | None) -> None:
     """Stream GPTalk's reply to ``prompt`` through ``g4f.ChatCompletion`` to stdout as it arrives."""
     import g4f
 
-    from .protocol.provider import GPTalk
+    from .provider import GPTalk
 
     messages = [{"role": "user", "content": prompt}]
     for chunk in g4f.ChatCompletion.create(model, messages, provider=GPTalk, stream=True, timeout=timeout):
@@ -105,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     import argparse
 
     from . import __version__
-    from .protocol.provider import GPTalk
+    from .provider import GPTalk
 
     formatter = argparse.ArgumentDefaultsHelpFormatter
     root = argparse.ArgumentParser(prog="g4f-gptalk", description="GPTalk provider for g4f", formatter_class=formatter)

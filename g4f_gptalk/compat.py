@@ -1,13 +1,14 @@
-"""What older g4f releases lack, stood in for, so that one plugin serves g4f 0.2.9.9 to 8.x.
+"""What older g4f releases lack, stood in for, so that one plugin serves g4f 0.2.9.9 to 8.x; the base module
+below every layer of the package.
 
 g4f before 0.5.9.0 has no common ``G4FError`` base (its errors are plain Exceptions) and no ``CloudflareError``;
-before 0.4 no ``TimeoutError``; 0.2.x no ``debug.log`` and no ``IterListProvider``. Each name here is g4f's own
-where g4f has it.
+before 0.4 no ``TimeoutError``; 0.2.x no ``debug.log``; older releases no ``ProviderInfo``. Each name here is g4f's
+own where g4f has it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import g4f.errors
 from g4f import debug
@@ -36,18 +37,3 @@ def log(text: str) -> None:
         debug.log(text)
     elif debug.logging:
         print(text)
-
-
-def iter_list_provider(providers: list[Any]) -> Any:
-    """g4f's provider that tries ``providers`` in order (``IterListProvider``; ``IterProvider`` in 0.2.x)."""
-    from g4f.providers import retry_provider
-
-    if hasattr(retry_provider, "IterListProvider"):
-        return retry_provider.IterListProvider(providers, shuffle=False)
-    return retry_provider.IterProvider(providers)  # in order, always
-
-
-def provider_list(provider: Any) -> list[Any] | None:
-    """The providers a model's ``best_provider`` tries in turn (``IterListProvider``, ``RetryProvider``…), if any."""
-    providers = getattr(provider, "providers", None)
-    return providers if isinstance(providers, list) else None

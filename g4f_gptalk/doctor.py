@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from .protocol.provider import GPTalk
+from .provider import GPTalk
 
 Result = tuple[str, str, str]
 """(``"ok"``, ``"warn"`` or ``"FAIL"``, the check's name, what it found)."""

@@ -14,7 +14,7 @@ import pytest
 from g4f.errors import ResponseError
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.compat import iter_list_provider
+from g4f_gptalk.plugin.bridge import iter_list_provider
 from g4f_gptalk.protocol import auth
 from g4f_gptalk.protocol.errors import GPTalkTimeoutError, InvalidRequestError, http_date
 from g4f_gptalk.testing.server import echo_reply

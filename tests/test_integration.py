@@ -98,7 +98,7 @@ def test_g4fs_own_dead_gptalk_is_replaced_by_the_plugin(server):
         print(g4f.ChatCompletion.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "Hello"}],
                                         provider="GPTalk"))
     """))
-    assert out.splitlines() == ["False g4f_gptalk.protocol.provider g4f_gptalk.protocol.provider", REPLY]
+    assert out.splitlines() == ["False g4f_gptalk.provider g4f_gptalk.provider", REPLY]
 
 
 def test_registry_views_and_models_list_gptalk_once():
@@ -112,7 +112,7 @@ def test_registry_views_and_models_list_gptalk_once():
               [p.__name__ for p in model.best_provider.providers])
     """))
     *views, served_by = out.split(maxsplit=5)
-    assert views == ["g4f_gptalk.protocol.provider", "True", "True", "1", "1"]
+    assert views == ["g4f_gptalk.provider", "True", "True", "1", "1"]
     assert served_by.endswith("'GPTalk']\n") and served_by.count("'GPTalk'") == 1  # after g4f's own, if any
 
 
@@ -147,7 +147,7 @@ def test_every_import_order_registers_gptalk_exactly_once(imports):
             list(P._provider_names) if hasattr(P, "_provider_names") else [p.__name__ for p in P.__providers__])
         print(names.count("GPTalk"), P.ProviderUtils.convert["GPTalk"].__module__)
     """))
-    assert out.split() == ["1", "g4f_gptalk.protocol.provider"]
+    assert out.split() == ["1", "g4f_gptalk.provider"]
 
 
 def test_the_autoload_opt_out_leaves_g4f_untouched():
@@ -171,7 +171,7 @@ def start_up_imports() -> dict[str, int]:
 def test_interpreter_start_up_imports_nothing_heavy_and_costs_under_a_millisecond(capsys):
     start_up_imports()  # the first run may write the bytecode cache
     runs = [start_up_imports() for _ in range(5)]
-    heavy = {"g4f", "aiohttp", "importlib.abc", "importlib.resources", "g4f_gptalk", "g4f_gptalk.protocol.provider"}
+    heavy = {"g4f", "aiohttp", "importlib.abc", "importlib.resources", "g4f_gptalk", "g4f_gptalk.provider"}
     assert all("_g4f_gptalk_autoload" in run and heavy.isdisjoint(run) for run in runs)
     best = min(run["_g4f_gptalk_autoload"] for run in runs)
     assert best < 1000  # microseconds
@@ -469,7 +469,7 @@ def test_gptalk_survives_a_reload_of_g4fs_provider_registry(server):
         print(P.ProviderUtils.convert["GPTalk"].__module__)
         print(g4f.ChatCompletion.create("gpt-3.5-turbo", [{"role": "user", "content": "Hello"}], provider="GPTalk"))
     """))
-    assert out.splitlines() == ["g4f_gptalk.protocol.provider", REPLY]
+    assert out.splitlines() == ["g4f_gptalk.provider", REPLY]
 
 
 def test_a_second_bridge_in_the_same_group_stays_quiet(tmp_path):

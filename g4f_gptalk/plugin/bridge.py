@@ -28,6 +28,11 @@ GROUP = "g4f.providers"
 registered: dict[str, type] = {}
 """Providers this bridge added to g4f, by name."""
 _skipped: set[str] = set()
+_pending: dict[str, EntryPoint] = {}
+"""Plugins whose module was still being imported when g4f started (it imported g4f before defining its provider):
+registered once it has run (``on_g4f_module_loaded`` for ``PLUGIN_MODULES``)."""
+PLUGIN_MODULES = frozenset(("g4f_gptalk.provider",))
+"""Plugin modules the start-up hook reports when they have run, for ``_pending``."""
 _scanned = False  # the entry point scan is the costly part of import g4f with plugins: do it once per process
 
 
@@ -40,6 +45,12 @@ def on_g4f_module_loaded(name: str) -> None:
     try:
         if name == "g4f.Provider":
             load_plugins()
+        elif name in PLUGIN_MODULES:
+            if _pending and "g4f.Provider" in sys.modules:
+                load_plugins()
+                register_models()
+                if "g4f.gui.server.api" in sys.modules:
+                    list_in_web_gui(sys.modules["g4f.gui.server.api"])
         elif name == "g4f.models":
             register_models()
         elif name == "g4f.gui.server.api":
@@ -60,14 +71,21 @@ def load_plugins() -> dict[str, type]:
             provider = _load(registry, entry_point)
             if provider is not None:
                 registered[entry_point.name] = provider
+    for name, entry_point in list(_pending.items()):
+        del _pending[name]
+        provider = _load(registry, entry_point)
+        if provider is not None:
+            registered[name] = provider
     for name, provider in registered.items():
         existing = _existing(registry, name)
         if existing is provider:
             continue
         if existing is not None:
-            from ..compat import log
+            from g4f import debug  # not this package's compat: the bridge is self-contained, and copied by others
 
-            log(f"g4f-gptalk: g4f's own {name} is marked not working; {provider.__module__}.{name} takes its place")
+            if debug.logging:
+                getattr(debug, "log", print)(f"g4f-gptalk: g4f's own {name} is marked not working; "
+                                             f"{provider.__module__}.{name} takes its place")
         _add_to_registry(registry, name, provider)
     return registered
 
@@ -85,9 +103,13 @@ def _load(registry: ModuleType, entry_point: EntryPoint) -> type | None:
             _skip(name, f"g4f already has a working provider named {name!r}; the plugin's {entry_point.value} "
                         f"is not used")
             return None
+    imported_before = entry_point.module in sys.modules
     try:
         provider = entry_point.load()
     except Exception as exc:  # noqa: BLE001 - a broken plugin is skipped, not fatal
+        if imported_before and entry_point.module in PLUGIN_MODULES and name not in _pending:
+            _pending[name] = entry_point  # its module is what imported g4f: it has not defined its provider yet
+            return None
         _skip(name, f"loading {entry_point.value} failed: {exc!r}")
         return None
     from g4f.providers.types import BaseProvider
@@ -277,8 +299,6 @@ def _name_of(provider: type) -> str:
 
 
 def _add_to_model(models: ModuleType, model_name: str, provider: type) -> None:
-    from ..compat import iter_list_provider, provider_list
-
     model = models.ModelUtils.convert.get(model_name)
     if model is None:
         model = _new_model(models, name=model_name, base_provider=_name_of(provider),
@@ -298,3 +318,18 @@ def _add_to_model(models: ModuleType, model_name: str, provider: type) -> None:
     names = getattr(models, "_all_models", None)
     if isinstance(names, list) and model_name not in names:
         names.append(model_name)
+
+
+def iter_list_provider(providers: list[Any]) -> Any:
+    """g4f's provider that tries ``providers`` in order (``IterListProvider``; ``IterProvider`` in 0.2.x)."""
+    from g4f.providers import retry_provider
+
+    if hasattr(retry_provider, "IterListProvider"):
+        return retry_provider.IterListProvider(providers, shuffle=False)
+    return retry_provider.IterProvider(providers)  # in order, always
+
+
+def provider_list(provider: Any) -> list[Any] | None:
+    """The providers a model's ``best_provider`` tries in turn (``IterListProvider``, ``RetryProvider``…), if any."""
+    providers = getattr(provider, "providers", None)
+    return providers if isinstance(providers, list) else None

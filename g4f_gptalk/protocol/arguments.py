@@ -17,7 +17,6 @@ from yarl import URL
 
 from .errors import InvalidRequestError
 
-URL_ENV = "G4F_GPTALK_URL"
 SOCKS_SCHEMES = frozenset(("socks4", "socks5", "socks5h"))
 
 
@@ -96,14 +95,14 @@ G4F_PLUMBING = frozenset(("ignore_stream", "ignore_working", "stream", "raw", "a
 """Arguments g4f passes for its own bookkeeping rather than as a request to the service."""
 
 
-def service_url(default: str) -> str:
-    """The service address: ``G4F_GPTALK_URL`` if set, else ``default``; must be an http(s) URL."""
-    return _service_url(os.environ.get(URL_ENV), default)
+def service_url(default: str, setting: str) -> str:
+    """The service address: the environment variable ``setting`` if set, else ``default``; must be an http(s) URL."""
+    return _service_url(os.environ.get(setting), setting, default)
 
 
 @functools.lru_cache(maxsize=16)
-def _service_url(configured: str | None, default: str) -> str:
-    return checked_url(configured, URL_ENV) if configured else checked_url(default, "GPTalk.url")
+def _service_url(configured: str | None, setting: str, default: str) -> str:
+    return checked_url(configured, setting) if configured else checked_url(default, "GPTalk.url")
 
 
 @functools.lru_cache(maxsize=16)

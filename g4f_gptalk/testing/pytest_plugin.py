@@ -30,8 +30,7 @@ def gptalk_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[GPTalkServer]:
     used. The server's ``url``, its ``stats`` (``logins``, ``asks``, ``streams``, ``connections``, ``rejected``…),
     its ``faults`` (``gptalk_server.faults = Faults(stream=["cut"])``) and ``prompts`` are the test's to use.
     """
-    from ..protocol.arguments import URL_ENV
-    from ..protocol.provider import GPTalk
+    from ..provider import URL_ENV, GPTalk
     from .server import ServerThread
 
     thread = ServerThread()
