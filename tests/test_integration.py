@@ -138,7 +138,10 @@ def test_existing_models_keep_g4f_providers_first_and_in_order():
 @pytest.mark.parametrize(
     "imports",
     ["import g4f_gptalk; import g4f", "import g4f; import g4f_gptalk", "import g4f.Provider",
-     "from g4f_gptalk.provider import GPTalk; import g4f.Provider", "from g4f_gptalk import GPTalk"],
+     "from g4f_gptalk.provider import GPTalk; import g4f.Provider", "from g4f_gptalk import GPTalk",
+     # each module that imports g4f itself, first: g4f's start-up hook meets it half-run
+     "import g4f_gptalk.compat", "import g4f_gptalk.protocol.errors", "import g4f_gptalk.runtime.pool",
+     "import g4f_gptalk.cli; import g4f"],
 )
 def test_every_import_order_registers_gptalk_exactly_once(imports):
     out = run_python(imports + textwrap.dedent("""
@@ -148,6 +151,13 @@ def test_every_import_order_registers_gptalk_exactly_once(imports):
         print(names.count("GPTalk"), P.ProviderUtils.convert["GPTalk"].__module__)
     """))
     assert out.split() == ["1", "g4f_gptalk.provider"]
+
+
+def test_import_g4f_loads_gptalks_class_but_not_its_protocol_or_runtime():
+    # every program that imports g4f pays for what it loads of a plugin: the class, not the chat machinery
+    out = run_python("import sys, g4f\nprint(*sorted(name for name in sys.modules if 'gptalk' in name))")
+    assert out.split() == ["_g4f_gptalk_autoload", "g4f_gptalk", "g4f_gptalk.plugin", "g4f_gptalk.plugin.bridge",
+                           "g4f_gptalk.provider"]
 
 
 def test_the_autoload_opt_out_leaves_g4f_untouched():
