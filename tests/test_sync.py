@@ -194,7 +194,7 @@ FORK_THEN_CHAT_AT_ONCE = textwrap.dedent("""
                                              timeout=20) for n in range(10)]
         return replies == [echo_reply(f"{who} {n}") for n in range(10)]
 
-    assert chats("before")  # the parent's kept loop now holds a pooled connection
+    assert chats("before")  # the parent's portal now holds a pooled connection
     import warnings  # Python 3.12+ warns about fork() beside threads (libuv's resolver threads under uvloop): ours
     warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
     read_end, write_end = os.pipe()
