@@ -134,3 +134,31 @@ def test_ctrl_c_in_a_sync_stream_interrupts_at_once_and_cancels_the_request(serv
     server.faults = Faults(stream=["stall"], times=1)  # the first stream stops sending midway, for 60 s
     out = run_python(CTRL_C_MID_STREAM, server.url)
     assert out.splitlines() == ["interrupted within 2 s: True", "open after: 0", "True"]
+
+
+UNDER_UVLOOP = textwrap.dedent("""
+    import asyncio, concurrent.futures, threading, uvloop, g4f
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the portal's loop is a uvloop one
+    from g4f_gptalk.testing.server import echo_reply
+    g4f.debug.version_check = False
+
+    def create(n, **options):
+        return g4f.ChatCompletion.create("", [{"role": "user", "content": f"chat {n}"}], provider="GPTalk", **options)
+
+    streams = [create(n, stream=True) for n in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as readers:
+        texts = list(readers.map(lambda stream: "".join(stream), streams))
+    replies = []
+    for n in range(4, 8):
+        thread = threading.Thread(target=lambda n=n: replies.append(create(n)))
+        thread.start()
+        thread.join()
+    print(texts + replies == [echo_reply(f"chat {n}") for n in range(8)], type(asyncio.new_event_loop()).__module__)
+""")
+
+
+def test_streams_across_threads_and_a_thread_per_request_under_uvloop(server):
+    pytest.importorskip("uvloop")
+    assert run_python(UNDER_UVLOOP).split() == ["True", "uvloop"]
+    # four streams at once need four connections; the chats of a thread each after them reuse those
+    assert server.stats["asks"] == 8 and server.stats["connections"] == 4 and server.stats["rejected"] == 0

@@ -441,6 +441,8 @@ def test_doctor_offline_names_g4fs_own_download_and_the_remedy_and_still_checks_
     if provider_list.startswith("warn"):  # g4f 8 downloads its provider list here; older releases do not
         assert "GPTalk is among g4f's" in provider_list and "g4f itself could not build its full provider list" \
             in provider_list and "set G4F_CACHE_DIR to a folder holding .models/" in provider_list
+        said = provider_list.split("provider list (", 1)[1].split("). g4f downloads", 1)[0]
+        assert said.count("'") % 2 == 0 and said.count('"') % 2 == 0, said  # the exception's words whole
     else:
         assert provider_list.startswith("ok    provider list:")
 
