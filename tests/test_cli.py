@@ -128,7 +128,8 @@ def test_the_control_endpoints_answer_loopback_clients_only(server):
 
 
 AS_FROM_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                      "sys.argv[0] = 'g4f-gptalk'; from g4f_gptalk.cli import main; sys.exit(main())")
+                      "sys.argv[0] = 'g4f-gptalk'; print('ready', file=sys.stderr, flush=True); "
+                      "from g4f_gptalk.cli import main; sys.exit(main())")
 """The console script's own two lines, with Ctrl-C handled as from a terminal (tox starts processes ignoring it)."""
 
 
@@ -136,7 +137,7 @@ def test_ctrl_c_in_serve_exits_130_without_a_traceback():
     process = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, "serve", "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stderr is not None and process.stderr.readline() == "ready\n"
         assert process.stdout.readline().startswith("GPTalk server listening on ")
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=30)
@@ -147,10 +148,11 @@ def test_ctrl_c_in_serve_exits_130_without_a_traceback():
 
 @pytest.mark.parametrize("after", [0.05, 0.15, 0.3, 0.6])
 def test_ctrl_c_at_any_moment_of_demo_exits_130_without_a_traceback(after):
-    # early moments land while g4f and aiohttp are still being imported
+    # moments after the console script's first line: the early ones land while g4f and aiohttp are being imported
     process = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, "demo"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        assert process.stderr is not None and process.stderr.readline() == "ready\n"
         try:
             process.wait(timeout=after)
         except subprocess.TimeoutExpired:
