@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from clients import RawClient
-from run import Chat, consume, local_server
+from run import Chat, consume, local_server, prompt_for
 
 from g4f_gptalk import GPTalk
 from g4f_gptalk.runtime import pool
@@ -56,8 +56,10 @@ def import_at(ref: str, into: Path) -> tuple[type, object]:
     return provider.GPTalk, pool
 
 
-def round_of(url: str, ref_class: type, ref_pool: object, blocks: int, size: int) -> dict[str, float]:
-    """Client CPU seconds of each client over ``blocks`` blocks of ``size`` sequential chats, in one loop."""
+def round_of(url: str, ref_class: type, ref_pool: object, blocks: int, size: int, events: int = 0
+             ) -> dict[str, float]:
+    """Client CPU seconds of each client over ``blocks`` blocks of ``size`` sequential chats, in one loop; with
+    ``events``, each reply takes that many events (a long reply) rather than a few dozen."""
 
     async def main() -> dict[str, float]:
         raw = RawClient(url)
@@ -73,8 +75,9 @@ def round_of(url: str, ref_class: type, ref_pool: object, blocks: int, size: int
             for name in order[::-1] if block % 2 else order:
                 cpu = time.process_time()
                 for i in range(size):
-                    text, _ = await consume(chats[name], f"chat {i}")
-                    assert text == echo_reply(f"chat {i}")
+                    prompt = prompt_for(events) if events else f"chat {i}"
+                    text, _ = await consume(chats[name], prompt)
+                    assert text == echo_reply(prompt)
                 if block:
                     spent[name] += time.process_time() - cpu
         await raw.close()
@@ -94,21 +97,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--size", type=int, default=10)
+    parser.add_argument("--events", type=int, default=0, help="events per reply (default: a short reply)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, local_server() as url:
         os.environ["G4F_GPTALK_URL"] = url
         ref_class, ref_pool = import_at(args.ref, Path(scratch))
         ratios: dict[str, list[float]] = {"now / raw": [], "ref / raw": [], "now / ref": []}
         for _ in range(args.rounds):
-            spent = round_of(url, ref_class, ref_pool, args.blocks, args.size)
+            spent = round_of(url, ref_class, ref_pool, args.blocks, args.size, args.events)
             ratios["now / raw"].append(spent["now"] / spent["raw"])
             ratios["ref / raw"].append(spent["ref"] / spent["raw"])
             ratios["now / ref"].append(spent["now"] / spent["ref"])
             print("  ".join(f"{name} {values[-1]:.3f}" for name, values in ratios.items()), flush=True)
         print(f"| client CPU, interleaved, median of {args.rounds} rounds | now / raw | {args.ref} / raw | now / {args.ref} |")
         print("|---|---|---|---|")
-        print("| blocks of {} sequential chats | {} |".format(
-            args.size, " | ".join(f"{statistics.median(values):.3f}" for values in ratios.values())))
+        replies = f", {args.events}-event replies" if args.events else ""
+        print("| blocks of {} sequential chats{} | {} |".format(
+            args.size, replies, " | ".join(f"{statistics.median(values):.3f}" for values in ratios.values())))
 
 
 if __name__ == "__main__":
