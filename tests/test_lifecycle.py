@@ -176,7 +176,7 @@ def test_a_login_whose_loop_died_is_taken_over_by_its_waiters_within_their_time(
 
     with no_noise(caplog):
         texts, waited = asyncio.run(waiting_for_a_login_that_dies())
-    assert texts == [REPLY] * 3 and waited < 4  # a bound, not a speed claim: within the waiters' own time (8 s)
+    assert texts == [REPLY] * 3 and waited < 7  # a bound, not a speed claim: within the waiters' own time (8 s)
     assert server.stats["logins"] == 2
 
 
