@@ -30,7 +30,7 @@ from clients import RawClient
 from run import Chat, consume, local_server, prompt_for
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.runtime import pool
+from g4f_gptalk.runtime.engine import close_connections
 from g4f_gptalk.testing.server import echo_reply
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -81,11 +81,11 @@ def round_of(url: str, ref_class: type, ref_pool: object, blocks: int, size: int
                 if block:
                     spent[name] += time.process_time() - cpu
         await raw.close()
-        await pool.close_running_loop()
+        await asyncio.to_thread(close_connections)
         await ref_pool.close_running_loop()  # type: ignore[attr-defined]
         return spent
 
-    GPTalk._tokens.clear()
+    GPTalk.forget_tokens()
     ref_class._tokens.clear()  # type: ignore[attr-defined]
     gc.collect()
     return asyncio.run(main())

@@ -18,7 +18,7 @@ from aiohttp import ClientSession
 from g4f.Provider.helper import format_prompt
 
 from g4f_gptalk.protocol.arguments import origin_of
-from g4f_gptalk.provider import BROWSER_HEADERS, USER_AGENT
+from g4f_gptalk.protocol.chat import BROWSER_HEADERS, USER_AGENT
 
 # The same browser headers the provider sends: they are part of the protocol, so part of the wire minimum.
 HEADERS = BROWSER_HEADERS

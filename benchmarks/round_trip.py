@@ -34,15 +34,15 @@ os.environ["SSL_CERT_FILE"] = f"{_scratch.name}/ca.pem"  # before aiohttp makes 
 
 import g4f  # noqa: E402
 from clients import RawClient  # noqa: E402
-from g4f.client import Client  # noqa: E402
+from g4f.client import AsyncClient, Client  # noqa: E402
 
 from g4f_gptalk import GPTalk  # noqa: E402
-from g4f_gptalk.runtime import pool, portal  # noqa: E402
+from g4f_gptalk.runtime.engine import close_connections  # noqa: E402
 from g4f_gptalk.testing.server import Faults, ServerThread, echo_reply  # noqa: E402
 
 ONE_WAY = 0.010  # seconds each chunk is held in each direction: a 20 ms round trip
 SCENARIOS = {"no tail": 0.0, "body ends 5 ms after [DONE]": 0.005}
-RAW, ASYNC = "raw aiohttp, each body read to its end", "GPTalk async (`create_async`)"
+RAW, ASYNC = "raw aiohttp, each body read to its end", "GPTalk async (`create_async`), one long-lived loop"
 
 
 class DelayingRelay:
@@ -133,6 +133,33 @@ def async_chats(n: int) -> None:
     asyncio.run(run())
 
 
+def new_loop_per_chat(n: int) -> None:
+    """``asyncio.run`` around each chat, as scripts, bots and Celery tasks call g4f."""
+    for i in range(n):
+        text = asyncio.run(g4f.ChatCompletion.create_async("gpt-3.5-turbo", messages(i), provider=GPTalk))
+        assert text == echo_reply(f"chat {i}")
+
+
+def async_client_per_chat(n: int) -> None:
+    """g4f's README shape: ``asyncio.run(main())`` around ``AsyncClient``, once per prompt."""
+    async def one(i: int) -> str:
+        response = await AsyncClient().chat.completions.create(model="gpt-3.5-turbo", messages=messages(i),
+                                                                provider="GPTalk")
+        return str(response.choices[0].message.content)
+
+    for i in range(n):
+        assert asyncio.run(one(i)) == echo_reply(f"chat {i}")
+
+
+def async_to_sync_per_request(n: int) -> None:
+    """Django's ``async_to_sync`` around an async view's chat: a fresh loop per call."""
+    from asgiref.sync import async_to_sync
+
+    for i in range(n):
+        text = async_to_sync(g4f.ChatCompletion.create_async)("gpt-3.5-turbo", messages(i), provider=GPTalk)
+        assert text == echo_reply(f"chat {i}")
+
+
 def sync_create(n: int) -> None:
     for i in range(n):
         assert g4f.ChatCompletion.create("gpt-3.5-turbo", messages(i), provider=GPTalk) == echo_reply(f"chat {i}")
@@ -166,6 +193,9 @@ def sync_client(n: int) -> None:
 PATTERNS: dict[str, Callable[[int], None]] = {
     RAW: raw_chats,
     ASYNC: async_chats,
+    "a new loop per chat (`asyncio.run(create_async)`)": new_loop_per_chat,
+    "`AsyncClient` under `asyncio.run` per chat": async_client_per_chat,
+    "`async_to_sync` per request": async_to_sync_per_request,
     "sync `ChatCompletion.create`": sync_create,
     "sync streaming": sync_stream,
     "sync `Client`": sync_client,
@@ -174,9 +204,9 @@ PATTERNS: dict[str, Callable[[int], None]] = {
 
 
 def afresh() -> None:
-    """No token, and no pooled connection for sync calls: each pattern starts as a new process would."""
+    """No token, and no pooled connection: each pattern starts as a new process would."""
     GPTalk.forget_tokens()
-    asyncio.run_coroutine_threadsafe(pool.close_running_loop(), portal.portal().loop).result(timeout=10)
+    close_connections()
 
 
 def in_a_new_thread(run: Callable[[int], None], n: int) -> None:

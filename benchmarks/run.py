@@ -33,12 +33,12 @@ from clients import RawClient, SeedClient
 
 from g4f_gptalk import GPTalk
 from g4f_gptalk.protocol.sse import ReplyText
-from g4f_gptalk.runtime import pool, portal
+from g4f_gptalk.runtime.engine import close_connections
 from g4f_gptalk.testing.server import GPTalkServer, echo_reply
 
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
 CLIENTS = ["raw", "seed", "GPTalk", "g4f async"]
-SYNC = "g4f sync"  # g4f.ChatCompletion.create, run on the portal's loop; sequential chats only
+SYNC = "g4f sync"  # g4f.ChatCompletion.create, run on the engine's loop; sequential chats only
 SYNC_STREAM = "g4f sync stream"  # the same with stream=True, each piece handed to the calling thread
 LOOP_PER_CHAT = "GPTalk, asyncio.run per chat"  # what g4f's sync API would do: a new event loop per chat
 SCALING = [100, 500, 1000, 3000]  # concurrent chats: GPTalk's CPU per chat must stay flat
@@ -82,17 +82,22 @@ def wire_bytes(events: int) -> int:
 
 def make_client(name: str, url: str) -> tuple[Chat, Callable[[], object]]:
     """A fresh client (no token, no session) and what closes it."""
-    GPTalk._tokens.clear()
+    GPTalk.forget_tokens()
     if name == "raw":
         raw = RawClient(url)
         return raw.chat, raw.close
     if name == "seed":
         SeedClient.url, SeedClient._auth, SeedClient.used_times = url, None, 0
-        return SeedClient.chat, pool.close_running_loop
+        return SeedClient.chat, closed
     if name == "GPTalk":
-        return (lambda messages: GPTalk.create_async_generator("gpt-3.5-turbo", messages)), pool.close_running_loop
+        return (lambda messages: GPTalk.create_async_generator("gpt-3.5-turbo", messages)), closed
     return (lambda messages: g4f.ChatCompletion.create_async("gpt-3.5-turbo", messages, provider=GPTalk, stream=True)), \
-        pool.close_running_loop
+        closed
+
+
+async def closed() -> None:
+    """The engine's pooled connections closed, so that the next client starts without them."""
+    await asyncio.to_thread(close_connections)
 
 
 async def consume(chat: Chat, prompt: str) -> tuple[str, float | None]:
@@ -139,14 +144,14 @@ def measure(name: str, url: str, scenario: Callable[[Chat], object]) -> dict[str
 
 
 def afresh() -> None:
-    """No token, and no pooled connection for sync calls: as in a new process."""
+    """No token, and no pooled connection: as in a new process."""
     GPTalk.forget_tokens()
-    asyncio.run_coroutine_threadsafe(pool.close_running_loop(), portal.portal().loop).result(timeout=10)
+    close_connections()
 
 
 def sync_chats(url: str, n: int, client: str) -> dict[str, float]:
     """``n`` sequential sync chats on new connections, like each async run: through ``g4f.ChatCompletion.create``,
-    which runs GPTalk on the portal's loop, or through ``asyncio.run`` of GPTalk alone, a new event loop per chat, as
+    which runs GPTalk on the engine's loop, or through ``asyncio.run`` of GPTalk alone, a new event loop per chat, as
     g4f's own sync wrapper would."""
     afresh()
 
@@ -171,14 +176,11 @@ def sync_chats(url: str, n: int, client: str) -> dict[str, float]:
 def sync_interleaved(url: str, blocks: int, size: int) -> dict[str, float]:
     """What g4f's sync API costs per chat over GPTalk async, measured side by side in the calling thread:
     alternating blocks of ``size`` chats each of async GPTalk, sync ``g4f.ChatCompletion.create`` and the same
-    streamed, all on the portal's loop (so on the same connection and token), after one block each to warm up.
+    streamed, all on the engine's loop (so on the same connection and token), the async chats relayed to a
+    long-lived loop of the calling thread, after one block each to warm up.
     Microseconds of wall and CPU time per chat over async, and the CPU ratios to async."""
     afresh()
     spent = {kind: [0.0, 0.0] for kind in ("async", "sync", "stream")}
-
-    async def async_block() -> AsyncIterator[None]:
-        await sequential(size)(lambda messages: GPTalk.create_async_generator("gpt-3.5-turbo", messages))  # type: ignore[misc]
-        yield None
 
     def sync_block(stream: bool) -> None:
         for i in range(size):
@@ -186,7 +188,9 @@ def sync_interleaved(url: str, blocks: int, size: int) -> dict[str, float]:
             reply = g4f.ChatCompletion.create("gpt-3.5-turbo", messages, provider=GPTalk, stream=stream)
             assert (reply if isinstance(reply, str) else "".join(reply)) == echo_reply(f"chat {i}")
 
-    run_block = {"async": lambda: list(portal.iterate(async_block(), stream=False)),
+    callers_loop = asyncio.new_event_loop()
+    run_block = {"async": lambda: callers_loop.run_until_complete(sequential(size)(  # type: ignore[arg-type]
+                     lambda messages: GPTalk.create_async_generator("gpt-3.5-turbo", messages))),
                  "sync": lambda: sync_block(False), "stream": lambda: sync_block(True)}
     gc.collect()
     for block in range(blocks + 1):
@@ -197,6 +201,7 @@ def sync_interleaved(url: str, blocks: int, size: int) -> dict[str, float]:
             if block:
                 spent[kind][0] += time.perf_counter() - wall
                 spent[kind][1] += time.process_time() - cpu
+    callers_loop.close()
     chats = blocks * size
     return {**{key: (spent["sync"][i] - spent["async"][i]) / chats * 1e6 for i, key in enumerate(("wall", "cpu"))},
             "sync_cpu_ratio": spent["sync"][1] / spent["async"][1],
@@ -390,15 +395,15 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, scali
                 "|---|---|---|---|"]
     for client, over, what in (
         ("g4f async", "GPTalk", "g4f: `ChatCompletion.create_async(stream=True)`"),
-        (SYNC, "GPTalk", "g4f: sync `ChatCompletion.create()`, on the portal's loop"),
+        (SYNC, "GPTalk", "g4f: sync `ChatCompletion.create()`, on the engine's loop"),
         (LOOP_PER_CHAT, "GPTalk", "a new event loop per chat (g4f's own sync wrapper): session, connection, teardown"),
     ):
         overhead.append(f"| {what} | {over} | {per_chat_us(client, over, 'wall')} | {per_chat_us(client, over, 'cpu')} |")
-    overhead.append("| g4f: sync `ChatCompletion.create()`, interleaved with async chats on the portal's loop | GPTalk | "
+    overhead.append("| g4f: sync `ChatCompletion.create()`, interleaved with async chats on the engine's loop | GPTalk | "
                     + " | ".join(spread([run[key] for run in samples[("interleaved", SYNC)]], 0, "+")
                                  for key in ("wall", "cpu")) + " |")
 
-    overhead += ["", "| client CPU over GPTalk async, interleaved on the portal's loop: median of rounds (range) | ratio |",
+    overhead += ["", "| client CPU over GPTalk async, interleaved on the engine's loop: median of rounds (range) | ratio |",
                  "|---|---|"]
     for key, what in (("sync_cpu_ratio", "sync `ChatCompletion.create()`"), ("stream_cpu_ratio", "sync streaming")):
         overhead.append(f"| {what} | {spread([run[key] for run in samples[('interleaved', SYNC)]], 3)} |")

@@ -1,77 +1,23 @@
 """The GPTalk provider: gptalk.net's anonymous chat, through g4f.
 
-One chat is three requests: a login (skipped while the cached token has asks left; see ``protocol.auth``), an ask
-that returns a stream token, and an SSE stream of the reply (``protocol.sse``). Connections are pooled per event loop
-(``runtime.pool``), and sync callers' chats run on one loop thread (``runtime.portal``); arguments are checked by
-``protocol.arguments``; errors are g4f's own types (``protocol.errors``).
-
-g4f imports the module of every provider it registers when it starts, in every program that imports it; this one
-imports only g4f's base classes then, and GPTalk's protocol and runtime with the first chat (``_load``).
+The class holds GPTalk's settings and is what g4f registers; a chat itself is ``protocol.chat`` (the login, ask and
+stream requests, run on the engine's one loop whoever calls; see ``runtime.engine``). g4f imports the module of
+every provider it registers when it starts, in every program that imports it: this one imports only g4f's base
+classes then, and ``protocol.chat`` (with the protocol and runtime) at the first chat.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import secrets
-import socket
-import time
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
-from g4f import debug
-from g4f.errors import ResponseError
 from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
 
 if TYPE_CHECKING:
     from g4f.typing import AsyncResult, CreateResult, Messages
 
-    from . import compat
-    from .protocol import arguments, auth, errors, sse
-    from .runtime import pool, portal
-
 URL_ENV = "G4F_GPTALK_URL"
 """The setting that names the service, read at each call."""
-_loaded = False
-
-
-def _load() -> None:
-    """Import GPTalk's protocol and runtime: at the first chat, not when g4f starts."""
-    global _loaded, compat, arguments, auth, errors, sse, pool, portal
-    from . import compat
-    from .protocol import arguments, auth, errors, sse
-    from .runtime import pool, portal
-
-    _loaded = True
-
-
-HEALTH_TIMEOUT = 15.0
-"""Seconds ``get_health`` waits for the service's login answer."""
-CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
-    error for error in (getattr(aiohttp, "ConnectionTimeoutError", None),) if error is not None)
-"""aiohttp's error for a connect bound that ran out (aiohttp 3.10 and newer; older ones cannot tell it apart)."""
-USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/117.0.0.0 Safari/537.36"
-)
-# What gptalk.net's web client sends with every API call: the pooled sessions' default headers. Origin, referer and
-# timestamp are added per request.
-BROWSER_HEADERS = {
-    "accept": "*/*",
-    "accept-language": "en-US,en;q=0.9",
-    "content-type": "application/json",
-    "sec-ch-ua": '"Google Chrome";v="117", "Not;A=Brand";v="8", "Chromium";v="117"',
-    "sec-ch-ua-mobile": "?0",
-    "sec-ch-ua-platform": '"Linux"',
-    "sec-fetch-dest": "empty",
-    "sec-fetch-mode": "cors",
-    "sec-fetch-site": "same-origin",
-    "user-agent": USER_AGENT,
-    "x-auth-appid": "2229",
-    "x-auth-openid": "",
-    "x-auth-platform": "",
-}
 
 
 class _ServiceURL(type(AsyncGeneratorProvider)):  # type: ignore[misc]
@@ -93,6 +39,7 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
     label = "GPTalk"
     default_url = "https://gptalk.net"
     """The service address unless ``G4F_GPTALK_URL`` is set; ``url`` gives the one in force."""
+    url_setting = URL_ENV
     working = True
     active_by_default = True  # on in g4f's web GUI without a visit to its settings, like g4f's no-login providers
     supports_stream = True
@@ -106,8 +53,6 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
     """Seconds to open a connection (TCP and TLS) unless ``connect_timeout=`` is given: a host that never answers
     costs a chat this long, and g4f's fallback moves on."""
 
-    _tokens: ClassVar[dict[str, auth.TokenCache]] = {}
-
     @classmethod
     async def create_async_generator(
         cls,
@@ -120,285 +65,49 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
         connect_timeout: float | None = None,
         **kwargs: Any,
     ) -> AsyncResult:
-        """Stream GPTalk's reply to ``messages``, one new piece of text at a time.
+        """Stream GPTalk's reply to ``messages``, one new piece of text at a time, in the caller's event loop; the
+        requests run on the engine's loop.
 
-        ``timeout`` (arguments.seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
+        ``timeout`` (seconds) bounds the whole call; ``stream_timeout`` bounds the wait for each next piece of the
         stream (default: ``timeout``); ``connect_timeout`` bounds opening each connection, TLS included (default
         10). ``proxy`` is an http(s) or socks URL. ``temperature`` (0 to 2) goes to the service. Other keyword
         arguments g4f passes (``max_tokens``, ``stop``, ``top_p``, ``web_search``, ``media``, ``conversation``…) have
-        no counterpart in GPTalk's protocol: they are ignored, and g4f's debug compat.log says so.
+        no counterpart in GPTalk's protocol: they are ignored, with one ``g4f.debug`` line naming them.
         """
-        if not _loaded:
-            _load()
-        prompt = arguments.prompt_of(messages)
-        heat = arguments.temperature_of(temperature)
-        if kwargs and debug.logging and (ignored := arguments.unused(kwargs)):
-            compat.log(f"GPTalk: ignored {', '.join(ignored)}: the service has no such setting")
-        if model not in cls.models:  # a listed model needs no check, and g4f's get_model returns it as it is
-            model = cls._model(model)
-        total = cls.timeout if timeout is None else arguments.seconds("timeout", timeout, cls.timeout)
-        resources = pool.of_running_loop() or await pool.for_running_loop()
-        if resources.draining:
-            # One turn of the loop takes in what has arrived meanwhile: an earlier stream whose body has ended gives
-            # its connection back before this chat picks one (a sync caller's loop stands still between calls).
-            await asyncio.sleep(0)
-        call = _Call(arguments.service_url(cls.default_url, URL_ENV), resources, proxy,
-                     total, total if stream_timeout is None else arguments.seconds("stream_timeout", stream_timeout, total),
-                     arguments.seconds("connect_timeout", connect_timeout, cls.connect_timeout))
-        try:
-            tokens = cls._tokens.get(call.base_url) or cls._tokens.setdefault(call.base_url, auth.TokenCache())
-            stream_token = await call.ask(tokens, ask_payload(prompt, model, heat))
-            # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
-            reply = sse.ReplyText()
-            response = await call.stream(stream_token)
-            try:
-                async for chunk in response.content.iter_any():
-                    for delta in reply.deltas(chunk):
-                        yield delta
-                    if reply.done:
-                        break  # the reply is complete: what may follow [DONE] is drained in the background
-            except errors.GPTalkTimeoutError:
-                raise
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise call.stream_failure(exc, reply) from exc
-            finally:
-                if reply.done:
-                    resources.finish(response)
-                else:  # pooled if the body has ended, else closed with its connection (aiohttp's rule on release)
-                    response.release()
-            for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
-                yield delta
-        except errors.G4FError as exc:
-            errors.redact(exc, call.secrets)  # a server may echo a token back in what the error quotes
-            raise
+        from .protocol import chat
+
+        options = dict(kwargs, proxy=proxy, timeout=timeout, stream_timeout=stream_timeout, temperature=temperature,
+                       connect_timeout=connect_timeout)
+        async for piece in chat.relayed(cls, model, messages, options):
+            yield piece
 
     @classmethod
-    def _model(cls, model: Any) -> str:
-        """``model`` as the service knows it: without a ``GPTalk:`` prefix, through g4f's ``get_model`` (whose rule
-        for a model the provider does not list is that release's own: g4f 8 sends it as given)."""
-        name = arguments.model_of(model, cls.default_model).removeprefix(f"{cls.label}:")
-        chosen: str = cls.get_model(name or cls.default_model)
-        if chosen not in cls.models and debug.logging:
-            compat.log(f"GPTalk: model {chosen!r} is not one the service lists ({', '.join(cls.models)}); sent as given")
-        return chosen
+    def create_completion(cls, model: str, messages: Messages, stream: bool = True, **kwargs: Any) -> CreateResult:
+        """The sync form of ``create_async_generator``, which g4f's sync API calls: each piece as it arrives, from the
+        engine's loop, to be read from any thread. g4f's sync ``Client`` (which passes ``provider=``) first gets a
+        ``ProviderInfo`` naming GPTalk and the model; the legacy API's streams stay text alone."""
+        from .protocol import chat
+
+        return chat.iterated(cls, model, messages, stream, kwargs)
 
     @classmethod
     async def get_health(cls, api_key: str | None = None, **kwargs: Any) -> dict[str, Any]:
         """Whether the service answers, as g4f's ``probe_health`` reports it: ``url``, ``ok``, ``status`` (the HTTP
         status, 0 without an answer) and, if not ok, ``error``; never raises. It costs the service one anonymous
-        login, at most ``HEALTH_TIMEOUT`` arguments.seconds, and the token it issues serves the next chats."""
-        if not _loaded:
-            _load()
-        url = cls.url
-        try:
-            url = arguments.service_url(cls.default_url, URL_ENV)
-            call = _Call(url, await pool.for_running_loop(), None, HEALTH_TIMEOUT, HEALTH_TIMEOUT, cls.connect_timeout)
-            token = await call.login()
-        except errors.G4FError as exc:
-            return {"url": url, "ok": False, "status": getattr(exc, "status", 0), "error": str(exc)}
-        tokens = cls._tokens.get(url) or cls._tokens.setdefault(url, auth.TokenCache())
-        tokens.offer(token)
-        return {"url": url, "ok": True, "status": 200}
+        login, at most ``chat.HEALTH_TIMEOUT`` seconds, and the token it issues serves the next chats."""
+        from .protocol import chat
+
+        return await chat.engine().call(chat.health(cls))
 
     @classmethod
     def forget_tokens(cls, base_url: str | None = None) -> None:
         """Drop the tokens kept for ``base_url`` (every service's if None): the next chat logs in afresh."""
+        from .protocol import arguments, auth
+
         if base_url is None:
-            cls._tokens.clear()
-        else:
-            cls._tokens.pop(base_url.rstrip("/"), None)
-
-    @classmethod
-    def create_completion(cls, model: str, messages: Messages, stream: bool = True, **kwargs: Any) -> CreateResult:
-        """The sync form of ``create_async_generator``, which g4f's sync API calls: each piece as it arrives, run on
-        the portal's loop, so that sync chats from any thread share pooled connections and tokens; the result may be
-        read from any thread. g4f's sync ``Client`` (which passes ``provider=``) first gets a ``compat.ProviderInfo`` naming
-        GPTalk and the model, which it takes in for its answer; the legacy API's streams stay text alone."""
-        if not _loaded:
-            _load()
-        chat = cls.create_async_generator(model, messages, **kwargs)
-        if compat.ProviderInfo is not None and "provider" in kwargs:
-            named = model if model in cls.models else arguments.model_of(model, "").removeprefix(f"{cls.label}:")
-            chat = _after(compat.ProviderInfo(**cls.get_dict(), model=named or cls.default_model), chat)
-        return portal.iterate(chat, stream)
-
-
-async def _after(first: Any, rest: AsyncResult) -> AsyncResult:
-    yield first
-    async for item in rest:
-        yield item
-
-
-def ask_payload(prompt: str, model: str, temperature: float = 0) -> dict[str, Any]:
-    """The ask's body, as gptalk.net's web client sends it (``created_at`` is stamped when it is sent)."""
-    return {
-        "content": prompt,
-        "accept": "stream",
-        "from": 1,
-        "model": model,
-        "is_mobile": 0,
-        "user_agent": USER_AGENT,
-        "is_open_ctx": 0,
-        "prompt": "",
-        "roid": 111,
-        "temperature": temperature,
-        "ctx_msg_count": 3,
-        "created_at": int(time.time()),
-    }
-
-
-class _Call:
-    """The requests of one chat, all sharing its loop's pooled session, its proxy and its time bounds."""
-
-    def __init__(self, base_url: str, resources: pool.LoopResources, proxy: str | None, total: float, stall: float,
-                 connect: float = 10.0) -> None:
-        http_proxy, socks_proxy = arguments.split_proxy(proxy) if proxy else (None, None)
-        self.base_url = base_url
-        self.origin = arguments.origin_of(base_url)
-        self.session = resources.session(socks_proxy, BROWSER_HEADERS)
-        self.proxy = http_proxy
-        self.deadline = time.monotonic() + total
-        self.total, self.stall, self.connect = total, stall, connect
-        self.secrets: list[str | None] = [arguments.proxy_password(proxy)] if proxy else []
-        """What this call must keep out of its errors: fingerprints, tokens, the proxy password."""
-
-    def _headers(self, token: auth.Token | None = None) -> dict[str, str]:
-        headers = {
-            "origin": self.origin,
-            "referer": self.base_url + "/",
-            "x-auth-timestamp": str(int(time.time())),
-        }
-        if token is not None:
-            headers["authorization"] = f"Bearer {token.value}"
-        return headers
-
-    def _send(self, step: str, method: str, path: str, **options: Any) -> Awaitable[aiohttp.ClientResponse]:
-        """One request's response, its headers read; the caller releases it (``async with response``). The request
-        gets what is left of the call's time, and the stall bound if it is the shorter."""
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise errors.GPTalkTimeoutError(f"GPTalk {step}: the call's timeout ran out before this step")
-        # A stall bound no shorter than what is left adds nothing but a timer rescheduled at every read.
-        timeout = aiohttp.ClientTimeout(total=remaining, sock_read=self.stall if self.stall < remaining else None,
-                                        sock_connect=self.connect if self.connect < remaining else None)
-        return pool.request(self.session, method, self.base_url + path, proxy=self.proxy, timeout=timeout, **options)
-
-    def _failure(self, step: str, exc: Exception) -> errors.G4FError:
-        """What a failed request, or the reading of its answer, is for the caller."""
-        if isinstance(exc, TimeoutError):
-            return errors.GPTalkTimeoutError(f"GPTalk {step}: {self._ran_out(exc)}")
-        if isinstance(exc, aiohttp.TooManyRedirects):
-            return ResponseError(f"GPTalk {step}: the service redirected {len(exc.history)} times in a row; "
-                                 f"a redirect loop at {exc.request_info.real_url}?")
-        if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError) \
-                and (errno := exc.os_error.errno) is not None:
-            # a failed name lookup has words of its own; asyncio's words for a failed connect repeat the address
-            reason = exc.os_error.strerror if isinstance(exc.os_error, socket.gaierror) else os.strerror(errno)
-            return ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: {reason}")
-        if isinstance(exc, aiohttp.ServerDisconnectedError):
-            return ResponseError(f"GPTalk {step}: {self.base_url} closed the connection without an answer")
-        if type(exc) is aiohttp.ClientResponseError:  # aiohttp's parser refused the answer: not a status error
-            said = exc.message.splitlines()[0] if exc.message else "unreadable"
-            return ResponseError(f"GPTalk {step}: the answer from {self.base_url} is not valid HTTP ({said})")
-        return ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}")
-
-    def _ran_out(self, exc: TimeoutError) -> str:
-        """Which bound a timeout of aiohttp's was: connecting, the wait for data, or the whole call."""
-        if isinstance(exc, CONNECT_TIMEOUT):
-            return f"{self.base_url} could not be reached within {self.connect:g} s (connect_timeout)"
-        # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
-        if time.monotonic() >= self.deadline - 0.05:
-            return f"the call's timeout ran out ({self.total:g} s)"
-        return f"no data for {self.stall:g} s (stream_timeout)"
-
-    async def _post(self, step: str, path: str, payload: dict[str, Any], token: auth.Token | None = None,
-                    resend: bool = True) -> tuple[dict[str, Any], str | None]:
-        """POST ``payload``; the ``data`` of the JSON answer and the answer's ``Date`` header, or the matching g4f
-        error (or, with ``resend=False``, ``pool.StaleConnectionError``)."""
+            auth.caches.clear()
+            return
         try:
-            response = await self._send(step, "POST", path, body=json.dumps(payload).encode(),
-                                        headers=self._headers(token), resend=resend)
-            async with response:
-                status, headers, body = response.status, response.headers, await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if isinstance(exc, errors.GPTalkTimeoutError):  # ours, from _send: already says what ran out
-                raise
-            raise self._failure(step, exc) from exc
-        return errors.answer_data(step, status, headers, body, self.base_url), headers.get("Date")
-
-    async def login(self) -> auth.Token:
-        fingerprint = secrets.token_hex(16)
-        self.secrets.append(fingerprint)
-        data, date = await self._post("login", "/api/chatgpt/user/login",
-                                      {"fingerprint": fingerprint, "platform": "fingerprint"})
-        token = auth.Token(errors.token_of("login", data), auth.expiry_of(data, date))
-        if debug.logging:
-            compat.log(f"GPTalk login: new token, valid until {time.strftime('%H:%M:%S', time.localtime(token.expires_at))}")
-        return token
-
-    async def ask(self, tokens: auth.TokenCache, payload: dict[str, Any]) -> str:
-        """The stream token for the ask ``payload``, asked with a token from ``tokens``; a rejected token is replaced
-        once.
-
-        An ask that a reused connection lost may have been read and counted by the server: it stays counted against
-        its token, and the ask goes again, with the token's next ask or a new token, so that no token is sent a
-        sixth ask."""
-        rejections = lost = 0
-        while True:
-            token = tokens.take()
-            if token is None:
-                try:
-                    token = await tokens.reserve(self.login, self.deadline - time.monotonic())
-                except errors.GPTalkTimeoutError:  # this chat's own login
-                    raise
-                except TimeoutError:
-                    raise errors.GPTalkTimeoutError(
-                        "GPTalk login: the call's timeout ran out while another chat was logging in") from None
-            self.secrets.append(token.value)
-            try:
-                payload["created_at"] = int(time.time())
-                data, _ = await self._post("ask", "/api/chatgpt/chatapi/text", payload, token, resend=False)
-                stream_token = errors.token_of("ask", data)
-            except pool.StaleConnectionError as exc:
-                lost += 1
-                if lost > 1:  # one re-send, as for every request (see pool.request)
-                    raise ResponseError(f"GPTalk ask: request to {self.base_url} failed: {exc}") from exc
-                compat.log(f"GPTalk ask: a pooled connection failed before the answer ({exc}); the ask counts as used; "
-                    f"asking again")
-                continue
-            except errors.TokenRejectedError:
-                tokens.drop(token)
-                rejections += 1
-                if rejections == 2:
-                    raise
-                compat.log("GPTalk ask: the service rejected the token; logging in again")
-                continue
-            self.secrets.append(stream_token)
-            return stream_token
-
-    async def stream(self, stream_token: str) -> aiohttp.ClientResponse:
-        """The reply stream's response, its status checked; the caller reads and releases it, and turns what fails
-        meanwhile into a g4f error with ``stream_failure``."""
-        try:
-            response = await self._send("stream", "GET", "/api/chatgpt/chatapi/stream",
-                                        params={"token": stream_token}, headers=self._headers())
-            if response.status != 200:
-                async with response:
-                    errors.answer_data("stream", response.status, response.headers, await response.read(), self.base_url)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if isinstance(exc, errors.GPTalkTimeoutError):
-                raise
-            raise self._failure("stream", exc) from exc
-        return response
-
-    def stream_failure(self, exc: TimeoutError | aiohttp.ClientError, reply: sse.ReplyText) -> errors.G4FError:
-        """What a stall or a broken connection while reading the stream is for the caller: a g4f error saying how
-        much of ``reply`` had arrived."""
-        if isinstance(exc, TimeoutError):
-            return errors.GPTalkTimeoutError(
-                f"GPTalk stream: {self._ran_out(exc)}; the reply is incomplete after {len(reply.text)} characters")
-        if reply.text or isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-            return reply.incomplete(f"the connection failed ({exc})")
-        return self._failure("stream", exc)
-
-
+            auth.caches.pop(arguments.checked_url(base_url, "base_url"), None)
+        except arguments.InvalidRequestError:
+            pass

@@ -33,7 +33,7 @@ def test_a_reference_client_sends_what_gptalk_sends(server, client):
     chat(HELLO)
     gptalk = wire(server.requests)
     del server.requests[:]
-    GPTalk._tokens.clear()
+    GPTalk.forget_tokens()
 
     async def reference() -> str:
         if client == "raw":

@@ -8,7 +8,7 @@ import math
 import time
 
 from g4f_gptalk.protocol.errors import G4FError
-from g4f_gptalk.runtime import pool
+from g4f_gptalk.runtime.engine import close_connections
 from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import partial_chat
@@ -26,7 +26,7 @@ async def run_chats(count: int) -> list[tuple[str, str, BaseException | None]]:
     try:
         return await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(count))), BOUND)
     finally:
-        await pool.close_running_loop()
+        await asyncio.to_thread(close_connections)
 
 
 def wait_until_closed(server, seconds: float = 5.0) -> int:

@@ -18,7 +18,7 @@ from g4f.Provider.helper import format_prompt
 from g4f_gptalk import GPTalk
 from g4f_gptalk.protocol import auth
 from g4f_gptalk.protocol.errors import InvalidRequestError
-from g4f_gptalk.runtime import pool
+from g4f_gptalk.runtime.engine import close_connections
 from g4f_gptalk.testing.server import Faults, GPTalkServer, echo_reply
 
 from .conftest import HELLO, chat, chat_async, partial_chat
@@ -59,7 +59,7 @@ def test_each_delta_reaches_the_caller_before_the_server_sends_the_next_event(mo
                 async with delivered:
                     deltas.append(delta)
                     delivered.notify_all()
-            await pool.close_running_loop()
+            await asyncio.to_thread(close_connections)
         return deltas
 
     deltas = asyncio.run(lockstep())
@@ -91,7 +91,7 @@ def test_requests_carry_the_web_clients_headers_and_protocol_fields(server):
 
 def test_each_login_uses_a_new_random_fingerprint(server):
     chat(HELLO)
-    GPTalk._tokens.clear()
+    GPTalk.forget_tokens()
     chat(HELLO)
     fingerprints = {body["fingerprint"] for step, _, body in server.requests if step == "login"}
     assert len(fingerprints) == 2
@@ -175,7 +175,6 @@ def test_a_long_running_loop_and_sync_calls_in_other_threads_share_tokens_safely
         sync_replies = [g4f.ChatCompletion.create("", [{"role": "user", "content": f"sync {i}"}], provider=GPTalk)
                         for i in range(15)]
         async_replies = in_server.result(timeout=60)
-        asyncio.run_coroutine_threadsafe(pool.close_running_loop(), long_running).result(timeout=10)
     finally:
         long_running.call_soon_threadsafe(long_running.stop)
         thread.join(timeout=10)
@@ -215,7 +214,7 @@ def test_tokens_fingerprints_and_proxy_passwords_stay_out_of_logs_errors_and_rep
     secrets = {"hunter2", credentials, *fingerprints, *tokens, *stream_tokens}
     shown = capsys.readouterr()
     seen = "\n".join([shown.out, shown.err, caplog.text, *(f"{e}\n{e!r}" for e in (cut_error, proxy_error)),
-                      repr(GPTalk._tokens), repr(vars(GPTalk))])
+                      repr(auth.caches), repr(vars(GPTalk))])
     assert "GPTalk login: new token" in seen  # the debug log was on and captured
     assert [secret for secret in secrets if secret in seen] == []
 
@@ -273,7 +272,7 @@ def test_requests_go_through_a_socks5_proxy(server):
         relay = Socks5Relay()
         async with relay as proxy:
             reply = "".join(await chat_async(HELLO, proxy=proxy))
-            await pool.close_running_loop()
+            await asyncio.to_thread(close_connections)
         return reply, relay.connects
 
     reply, connects = asyncio.run(through_socks())
@@ -289,7 +288,7 @@ def test_a_request_that_fails_through_a_socks5_proxy_is_not_sent_again(server):
     async def through_socks() -> tuple[str, BaseException | None]:
         async with Socks5Relay() as proxy:
             result = await partial_chat(HELLO, proxy=proxy)
-            await pool.close_running_loop()
+            await asyncio.to_thread(close_connections)
         return result
 
     text, error = asyncio.run(through_socks())

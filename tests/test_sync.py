@@ -254,4 +254,5 @@ def test_a_sync_call_on_a_running_loop_does_not_wait_for_that_loops_login(server
 
     reply, own_replies = asyncio.run(notebook_cell())
     assert reply == REPLY and all(own == REPLY for own in own_replies)
-    assert server.stats["logins"] == (1 if cells_chat == "streaming" else 2) and server.stats["rejected"] == 0
+    # the engine logs in while the cell's loop is blocked: one login serves all (before the engine: two)
+    assert server.stats["logins"] == 1 and server.stats["rejected"] == 0

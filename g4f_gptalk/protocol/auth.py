@@ -5,11 +5,10 @@ it is needed and makes concurrent chats share its result:
 
 - a token is handed out for one ask at a time (``reserve``), at most ``MAX_ASKS_PER_TOKEN`` times, and only while
   it is ``CLOCK_SKEW`` seconds or more from its ``expires_at``;
-- when no token is usable, one chat logs in while the others queue for its token (single flight, across every
-  event loop and thread of the process), so N chats cost exactly ceil(N / 5) logins. The login's token is handed
-  to the first waiters in turn; the next waiter, if any, logs in next, so no waiter wakes for nothing;
-- a waiter waits no longer than its own call's deadline, and a login whose loop died, stopped or is blocked by its
-  own thread's sync call is taken over, so that nothing can wedge the queue;
+- when no token is usable, one chat logs in while the others wait for its token (single flight: every chat runs on
+  the engine's one loop), so N chats cost ceil(N / 5) logins;
+- a waiter waits no longer than its own call's deadline, and a login is bounded by the time of the call that began
+  it, whatever becomes of that call, so nothing can wedge the cache;
 - a token the service rejects is dropped (``drop``) so that the next ``reserve`` logs in again.
 """
 
@@ -20,23 +19,17 @@ import collections
 import datetime
 import math
 import os
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..compat import log
-from ..runtime.pool import running_loop
-from ..runtime.portal import is_blocked
 from .errors import http_date
 
 MAX_ASKS_PER_TOKEN = 5
 CLOCK_SKEW = 5.0
 """Seconds before ``expires_at`` at which a token is no longer used, for clocks that disagree a little."""
-STUCK_CHECK = 1.0
-"""Seconds between a waiter's checks that the login it waits for can still go on."""
 UNKNOWN_EXPIRY_LIFETIME = 300.0
 """Seconds a token is used for when the login answer does not say when it expires."""
 
@@ -113,185 +106,121 @@ class Token:
         return self.asks < MAX_ASKS_PER_TOKEN and now < self.expires_at - CLOCK_SKEW
 
 
-class _Login:
-    """A login under way, and the loop it runs on."""
-
-    __slots__ = ("loop",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-
-    def stuck(self) -> bool:
-        """Whether the login cannot go on now: its loop is closed, stopped, or blocked by a sync call of its own
-        thread (a notebook cell calling sync g4f while that loop's chat logs in)."""
-        loop = self.loop
-        return loop.is_closed() or not loop.is_running() or is_blocked(loop)
-
-
-class _Waiter:
-    """A chat queued for a login: its future resolves to a token counted for its ask, or to None (its turn to log
-    in). ``handed`` and ``gone`` change only under the cache's guard, so a handover and a give-up never cross."""
-
-    __slots__ = ("flight", "future", "gone", "handed", "loop", "value")
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[Token | None] = self.loop.create_future()
-        self.handed = self.gone = False
-        self.value: Token | None = None
-        self.flight: _Login | None = None
-        """The login that became this waiter's to make, when it is handed None."""
-
-    def hand(self, value: Token | None, here: asyncio.AbstractEventLoop | None) -> bool:
-        """Resolve the waiter's future with ``value`` from ``here``, the loop running in this thread (if any);
-        False if the waiter's loop is closed, so that nothing can reach it."""
-        if self.loop is here:
-            _resolve(self.future, value)  # the same loop: no thread hop
-        else:
-            try:
-                self.loop.call_soon_threadsafe(_resolve, self.future, value)
-            except RuntimeError:  # closed, now or a moment ago
-                return False
-        self.handed, self.value = True, value
-        return True
-
-
-def _resolve(future: asyncio.Future[Token | None], value: Token | None) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
 class TokenCache:
-    """The current token for one GPTalk service URL, shared by every loop and thread of the process."""
+    """The current token for one GPTalk service URL, the login under way for it, and the chats queued for that
+    login. Used on the engine's loop only, so it needs no lock: every chat of the process, whatever its caller, runs
+    there."""
 
     def __init__(self) -> None:
         self._token: Token | None = None
-        self._guard = threading.Lock()
-        self._login: _Login | None = None
-        self._waiters: collections.deque[_Waiter] = collections.deque()
-        _caches.add(self)
+        self._login: asyncio.Future[Any] | None = None
+        """The login under way, or the queued chat whose turn it is to log in: while set, chats queue."""
+        self._waiters: collections.deque[asyncio.Future[Token | None]] = collections.deque()
 
-    def _take(self) -> Token | None:
+    def take(self) -> Token | None:
+        """The current token counted for one ask if it has asks left, else None (then ``reserve``): four asks in
+        five need nothing more, and no coroutine."""
         token = self._token
         if token is None or not token.usable(time.time()):
             return None
         token.asks += 1
         return token
 
-    def take(self) -> Token | None:
-        """The current token counted for one ask if it has asks left, else None (then ``reserve``): four asks in
-        five need nothing more, and no coroutine."""
-        with self._guard:
-            return self._take()
-
     async def reserve(self, login: Callable[[], Awaitable[Token]], wait: float) -> Token:
-        """A token counted for one ask: the current one if it has asks left, else one from a login: ``login()``,
-        or another chat's. Raises ``TimeoutError`` if another chat's login takes more than ``wait`` seconds.
+        """A token counted for one ask: the current one if it has asks left, else one from a login, ``login()`` or
+        the one under way. Raises ``TimeoutError`` if another chat's login keeps this one waiting more than ``wait``
+        seconds.
 
-        A chat logs in itself instead of waiting when the login under way is stuck (``_Login.stuck``), and a
-        waiter does the same when it finds it stuck, at least once a second (``STUCK_CHECK``)."""
-        with self._guard:
-            token = self._take()
+        Chats queue for the login under way in their order; its token goes to the first of them while it has asks,
+        and the next one in the queue logs in then. The login is a task of its own, bounded by its own call's time:
+        a chat that gives up meanwhile leaves it running, and its token serves the next chats. A login that fails is
+        the error of the chat that began it; the next queued chat logs in itself."""
+        token = self.take()
+        if token is not None:
+            return token
+        if self._login is not None:
+            token = await self._queue(wait)
             if token is not None:
                 return token
-            flight = self._login
-            if flight is None or flight.stuck():
-                flight = self._login = _Login(asyncio.get_running_loop())
-                waiter = None
-            else:
-                waiter = _Waiter()
-                self._waiters.append(waiter)
-        if waiter is not None:
-            token = await self._wait(waiter, wait)
-            if token is not None:
-                return token
-            flight = waiter.flight
+        flight = self._login = asyncio.ensure_future(self._log_in(login))
+        try:
+            return await asyncio.shield(flight)
+        except asyncio.CancelledError:
+            flight.add_done_callback(_give_back)  # the ask counted for this chat is the next chat's
+            raise
+
+    async def _queue(self, wait: float) -> Token | None:
+        """A token counted for this chat's ask, or None when it is this chat's turn to log in."""
+        waiter: asyncio.Future[Token | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(wait):
+                return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():  # served as it gave up: pass on what it was given
+                token = waiter.result()
+                if token is not None:
+                    token.asks -= 1
+                if token is not None or self._login is waiter:
+                    self._serve_waiters()
+            raise
+
+    async def _log_in(self, login: Callable[[], Awaitable[Token]]) -> Token:
         try:
             token = await login()
         except BaseException:
-            with self._guard:
-                if self._login is flight:
-                    self._hand_on(None)
+            self._serve_waiters()  # the next queued chat's turn
             raise
-        token.asks = 1  # a fresh token always serves the ask it was fetched for
-        with self._guard:
-            if self._login is flight:
-                self._token = token
-                self._hand_on(token)
-            elif self._token is None or not self._token.usable(time.time()):
-                self._token = token  # a login another chat took over: its token is as good
+        token.asks = 1  # the ask of the chat that began the login, counted before any other chat can take one
+        self.offer(token)
+        self._serve_waiters()
         return token
 
-    async def _wait(self, waiter: _Waiter, wait: float) -> Token | None:
-        """The token handed to ``waiter``, or None when it is its turn to log in."""
-        deadline = time.monotonic() + wait
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                done, _ = await asyncio.wait((waiter.future,), timeout=min(left, STUCK_CHECK))
-                if done:
-                    return waiter.future.result()
-                with self._guard:
-                    if not waiter.handed and (self._login is None or self._login.stuck()):
-                        waiter.gone = waiter.handed = True  # out of the queue: it logs in itself
-                        waiter.flight = self._login = _Login(waiter.loop)
-                        return None
-        except BaseException:
-            with self._guard:
-                if not waiter.handed:
-                    waiter.gone = True  # still queued: skipped when its turn comes
-                elif waiter.value is None and self._login is waiter.flight:
-                    self._hand_on(None)  # it was handed the next login: that turn passes on
-            raise
-
-    def _hand_on(self, token: Token | None) -> None:
-        """With the guard held, after a login: ``token`` to the first waiters while it lasts, then the next
-        waiter's turn to log in; with no waiter left, no login is under way. Waiters whose loop is closed are
-        skipped."""
-        now = time.time()
-        here = running_loop()
+    def _serve_waiters(self) -> None:
+        """The current token to the queued chats while it has asks; then, if any remain, the next one's turn to log
+        in; else no login is under way."""
+        token, now = self._token, time.time()
         while self._waiters:
             waiter = self._waiters.popleft()
-            if waiter.gone:
+            if waiter.done():  # it gave up
                 continue
             if token is not None and token.usable(now):
-                if waiter.hand(token, here):
-                    token.asks += 1
+                token.asks += 1
+                waiter.set_result(token)
                 continue
-            waiter.flight = _Login(waiter.loop)  # before the hand: the waiter may read it at once, in its thread
-            if waiter.hand(None, here):
-                self._login = waiter.flight
-                return
+            self._login = waiter
+            waiter.set_result(None)
+            return
         self._login = None
 
     def offer(self, token: Token) -> None:
-        """Make ``token`` (from a login outside any chat, such as a health check) the current one, unless the
+        """Make ``token`` (from a login, or outside any chat, such as a health check) the current one, unless the
         current one has asks left."""
-        with self._guard:
-            if self._token is None or not self._token.usable(time.time()):
-                self._token = token
+        if self._token is None or not self._token.usable(time.time()):
+            self._token = token
 
     def drop(self, token: Token) -> None:
         """Forget ``token`` (the service rejected it) unless a newer one has replaced it already."""
-        with self._guard:
-            if self._token is token:
-                self._token = None
-
-    def _forget(self) -> None:
-        """In a forked child: the parent's token and login are the parent's (the guard may be held by a thread
-        that does not exist here)."""
-        self._token, self._guard, self._login = None, threading.Lock(), None
-        self._waiters = collections.deque()
+        if self._token is token:
+            self._token = None
 
 
-_caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+def _give_back(flight: asyncio.Future[Token]) -> None:
+    if not flight.cancelled() and flight.exception() is None:
+        flight.result().asks -= 1
+
+
+caches: dict[str, TokenCache] = {}
+"""The token cache of each service URL (as ``arguments.service_url`` gives it)."""
+
+
+def cache_for(url: str) -> TokenCache:
+    """The token cache of the service at ``url``, made on first use."""
+    return caches.get(url) or caches.setdefault(url, TokenCache())
 
 
 def _forget_after_fork() -> None:
-    for cache in list(_caches):
-        cache._forget()
+    caches.clear()  # the parent's: its counts are the parent's to spend, its logins ran on the parent's engine
 
 
 if hasattr(os, "register_at_fork"):
