@@ -39,19 +39,30 @@ class _End:
 
 class Channel(Generic[T]):
     """Items from a task on the engine to one consumer in another thread. The consumer takes what has arrived in one
-    go; only when nothing has does it leave a wake-up, which the next ``put`` calls: one wake per burst."""
+    go; only when nothing has does it leave a wake-up, which the engine calls once the items of its current turn are
+    in: one wake per burst (the last text of a reply and its end go together)."""
 
-    __slots__ = ("_guard", "_items", "_wake")
+    __slots__ = ("_due", "_guard", "_items", "_loop", "_wake")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._items: list[T | _End] = []
         self._guard = threading.Lock()
         self._wake: Callable[[], None] | None = None
+        self._due = False
 
     def put(self, item: T | _End) -> None:
+        """Add ``item``; on the engine's loop."""
         with self._guard:
             self._items.append(item)
-            wake, self._wake = self._wake, None
+            due = self._wake is not None and not self._due
+            self._due = self._due or due
+        if due:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        with self._guard:
+            wake, self._wake, self._due = self._wake, None, False
         if wake is not None:
             wake()
 
@@ -121,7 +132,7 @@ class Engine:
         self.thread.start()
 
     def _start(self, items: AsyncIterator[T], stream: bool) -> tuple[Channel[T], Any]:
-        channel: Channel[T] = Channel()
+        channel: Channel[T] = Channel(self.loop)
         return channel, asyncio.run_coroutine_threadsafe(_produce(items, channel, stream), self.loop)
 
     def iterate(self, items: AsyncIterator[T], stream: bool = True) -> Iterator[T]:
