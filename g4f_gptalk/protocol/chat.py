@@ -115,6 +115,7 @@ async def converse(provider: Any, model: str, messages: Messages, /, proxy: str 
         # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
         reply = sse.ReplyText()
         response = await call.stream(stream_token)
+        chunk = b""
         try:
             async for chunk in response.content.iter_any():
                 for delta in reply.deltas(chunk):
@@ -127,7 +128,7 @@ async def converse(provider: Any, model: str, messages: Messages, /, proxy: str 
             raise call.stream_failure(exc, reply) from exc
         finally:
             if reply.done:
-                connections.finish(response)
+                connections.finish(response, sse.read_after_done(chunk))
             else:  # pooled if the body has ended, else closed with its connection (aiohttp's rule on release)
                 response.release()
         for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error

@@ -144,6 +144,13 @@ def _joined(data: list[bytes]) -> bytes:
     return data[0] if len(data) == 1 else b"\n".join(data)
 
 
+def read_after_done(chunk: bytes) -> int:
+    """How much of ``chunk``, the one that completed ``data: [DONE]``, came after it (all of it if the marker began in
+    the chunk before)."""
+    at = chunk.rfind(DONE)
+    return len(chunk) if at < 0 else len(chunk) - at - len(DONE)
+
+
 class ReplyText:
     """One reply as it arrives: feed it the stream's network chunks, get back the new text of each event."""
 

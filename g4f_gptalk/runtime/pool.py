@@ -142,13 +142,14 @@ class Pool:
         self.draining: set[asyncio.Task[None]] = set()
         """The tasks reading what follows a complete reply (see ``finish``)."""
 
-    def finish(self, response: ClientResponse) -> None:
-        """Let go of a stream ``response`` whose reply is complete: its connection goes back to the pool once its
-        body ends, if that takes at most ``DRAIN_SECONDS`` and ``DRAIN_BYTES``; else it is closed."""
+    def finish(self, response: ClientResponse, read: int = 0) -> None:
+        """Let go of a stream ``response`` whose reply is complete, ``read`` bytes after it already read: its
+        connection goes back to the pool once its body ends, if that takes at most ``DRAIN_SECONDS`` and
+        ``DRAIN_BYTES`` in all; else it is closed."""
         if response.content.is_eof():
             response.release()
             return
-        task = self.loop.create_task(_drain(response))
+        task = self.loop.create_task(_drain(response, DRAIN_BYTES - read))
         self.draining.add(task)
         task.add_done_callback(self.draining.discard)
 
@@ -177,8 +178,7 @@ class Pool:
             await session.close()
 
 
-async def _drain(response: ClientResponse) -> None:
-    left = DRAIN_BYTES
+async def _drain(response: ClientResponse, left: int) -> None:
     try:
         async with asyncio.timeout(DRAIN_SECONDS):
             while left >= 0:

@@ -245,8 +245,8 @@ class GPTalkServer:
             await response.write(event.replace(b"\n", b"\r") if mode == "cr" else event)
         if mode == "no-done":
             await response.write_eof()
-        elif mode == "linger":
-            await response.write(b"data: [DONE]\n\n")
+        elif mode in ("linger", "flood"):
+            await response.write(b"data: [DONE]\n\n" + (faults.FLOOD if mode == "flood" else b""))
             if await faults.linger(response, self._closing):
                 self.stats["lingers_ended_by_client"] += 1
         else:  # [DONE] and the body's end in one write, unless a tail is asked for
