@@ -162,7 +162,11 @@ def test_16_threads_of_sync_chats_get_exact_replies_and_ceil_n_over_5_logins(ser
     assert server.stats["logins"] == math.ceil(per_thread * threads / 5)
 
 
-def test_interpreter_exit_closes_the_sync_connections_without_a_warning(server):
+@pytest.mark.parametrize("call", [
+    'g4f.ChatCompletion.create("", [{"role": "user", "content": "Hello"}], provider="GPTalk")',
+    'asyncio.run(g4f.ChatCompletion.create_async("", [{"role": "user", "content": "Hello"}], provider="GPTalk"))',
+])
+def test_interpreter_exit_closes_the_engines_connections_without_a_warning(server, call):
     # atexit handlers run last-registered first: this one, registered before g4f_gptalk is imported, runs after
     # the plugin's and asks the server what is still open (its own request's connection is one)
     out = run_python(textwrap.dedent(f"""
@@ -173,9 +177,9 @@ def test_interpreter_exit_closes_the_sync_connections_without_a_warning(server):
                 print("open at exit:", json.load(response)["open_connections"])
 
         atexit.register(open_at_exit)
-        import g4f
+        import asyncio, g4f
         g4f.debug.version_check = False
-        print(g4f.ChatCompletion.create("", [{{"role": "user", "content": "Hello"}}], provider="GPTalk"))
+        print({call})
     """), "-X", "dev")
     assert out.splitlines() == [REPLY, "open at exit: 1"]
 

@@ -276,8 +276,11 @@ def close_connections() -> None:
 
 @atexit.register
 def _shut_down_at_exit() -> None:
-    if _engine is not None:
-        _engine.shut_down()
+    try:
+        if _engine is not None:
+            _engine.shut_down()
+    except KeyboardInterrupt:  # Ctrl-C while the interpreter exits: the process is going anyway, quietly
+        pass
 
 
 _inherited: list[object] = []
