@@ -14,6 +14,8 @@ import g4f.errors
 from g4f import debug
 from g4f.errors import ResponseError
 
+from .redaction import scrub
+
 if TYPE_CHECKING:
     from g4f.errors import CloudflareError, G4FError
     from g4f.errors import TimeoutError as G4FTimeoutError
@@ -32,8 +34,10 @@ except ImportError:  # older g4f: its Client names no provider
 
 
 def log(text: str) -> None:
-    """``g4f.debug.log(text)``: printed only while g4f's debug logging is on."""
+    """``g4f.debug.log(text)``, every secret scrubbed: printed only while g4f's debug logging is on."""
+    if not debug.logging:
+        return
     if hasattr(debug, "log"):
-        debug.log(text)
-    elif debug.logging:
-        print(text)
+        debug.log(scrub(text))
+    else:
+        print(scrub(text))

@@ -16,7 +16,7 @@ from typing import Any
 import g4f
 import pytest
 
-from g4f_gptalk import GPTalk
+from g4f_gptalk import GPTalk, redaction
 from g4f_gptalk.testing.server import GPTalkServer, ServerThread
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -61,6 +61,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str], tmp_path
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
     GPTalk.forget_tokens()
+    redaction.forget_all()  # a secret of another test's server would hide its words in this one's errors
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import g4f_gptalk
 
 LAYERS = [
-    ("g4f_gptalk.compat",),                       # what older g4f lacks: below everything
+    ("g4f_gptalk.compat", "g4f_gptalk.redaction"),  # what older g4f lacks; what is never shown: below everything
     ("g4f_gptalk.runtime",),                      # event loops and pooled connections, knowing nothing of GPTalk
     ("g4f_gptalk.protocol",),                     # GPTalk's tokens, stream, errors and arguments
     ("g4f_gptalk.provider",),                     # the GPTalk class and its requests

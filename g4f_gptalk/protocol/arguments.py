@@ -150,9 +150,16 @@ def split_proxy(proxy: str | None) -> tuple[str | None, str | None]:
     return (None, proxy) if url.scheme in SOCKS_SCHEMES else (proxy, None)
 
 
-def proxy_password(proxy: str | None) -> str | None:
-    """The password in ``proxy``, to keep out of error messages."""
+def proxy_address(proxy: str) -> str:
+    """``host:port`` of a proxy URL (checked by ``split_proxy``), without its credentials."""
+    url = URL(proxy)
+    return f"{url.host}:{url.port}"
+
+
+def proxy_credentials(proxy: str) -> tuple[str | None, str | None]:
+    """The user and password in ``proxy`` (None where it has none), to keep out of errors and logs."""
     try:
-        return URL(proxy).password if proxy else None
+        url = URL(proxy)
     except (TypeError, ValueError):
-        return None
+        return None, None
+    return url.user, url.password

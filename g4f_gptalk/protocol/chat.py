@@ -23,6 +23,7 @@ from g4f.errors import ResponseError
 from g4f.typing import Messages
 
 from ..compat import ProviderInfo, log
+from ..redaction import remember, remember_credentials, scrub
 from ..runtime import pool
 from ..runtime.engine import engine
 from . import arguments, auth, errors, sse
@@ -110,32 +111,28 @@ async def converse(provider: Any, model: str, messages: Messages, /, proxy: str 
     call = Call(service_url(provider), connections, proxy, total,
                 total if stream_timeout is None else arguments.seconds("stream_timeout", stream_timeout, total),
                 arguments.seconds("connect_timeout", connect_timeout, provider.connect_timeout))
+    stream_token = await call.ask(auth.cache_for(call.base_url), ask_payload(prompt, model, heat))
+    # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
+    reply = sse.ReplyText()
+    response = await call.stream(stream_token)
+    chunk = b""
     try:
-        stream_token = await call.ask(auth.cache_for(call.base_url), ask_payload(prompt, model, heat))
-        # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
-        reply = sse.ReplyText()
-        response = await call.stream(stream_token)
-        chunk = b""
-        try:
-            async for chunk in response.content.iter_any():
-                for delta in reply.deltas(chunk):
-                    yield delta
-                if reply.done:
-                    break  # the reply is complete: what may follow [DONE] is drained in the background
-        except errors.GPTalkTimeoutError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise call.stream_failure(exc, reply) from exc
-        finally:
+        async for chunk in response.content.iter_any():
+            for delta in reply.deltas(chunk):
+                yield delta
             if reply.done:
-                connections.finish(response, sse.read_after_done(chunk))
-            else:  # pooled if the body has ended, else closed with its connection (aiohttp's rule on release)
-                response.release()
-        for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
-            yield delta
-    except errors.G4FError as exc:
-        errors.redact(exc, call.secrets)  # a server may echo a token back in what the error quotes
+                break  # the reply is complete: what may follow [DONE] is drained in the background
+    except errors.GPTalkTimeoutError:
         raise
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise call.stream_failure(exc, reply) from exc
+    finally:
+        if reply.done:
+            connections.finish(response, sse.read_after_done(chunk))
+        else:  # pooled if the body has ended, else closed with its connection (aiohttp's rule on release)
+            response.release()
+    for delta in reply.end():  # nothing once [DONE] came; else the last text, then the error
+        yield delta
 
 
 def pool_of_engine() -> pool.Pool:
@@ -165,8 +162,8 @@ async def health(provider: Any) -> dict[str, Any]:
         url = service_url(provider)
         call = Call(url, pool_of_engine(), None, HEALTH_TIMEOUT, HEALTH_TIMEOUT, provider.connect_timeout)
         token = await call.login()
-    except errors.G4FError as exc:
-        return {"url": url, "ok": False, "status": getattr(exc, "status", 0), "error": str(exc)}
+    except errors.G4FError as exc:  # the same words a chat's error would have, scrubbed as at the engine's exit
+        return {"url": url, "ok": False, "status": getattr(exc, "status", 0), "error": scrub(str(exc))}
     auth.cache_for(call.base_url).offer(token)
     return {"url": url, "ok": True, "status": 200}
 
@@ -177,14 +174,16 @@ class Call:
     def __init__(self, base_url: str, connections: pool.Pool, proxy: str | None, total: float, stall: float,
                  connect: float = 10.0) -> None:
         http_proxy, socks_proxy = arguments.split_proxy(proxy) if proxy else (None, None)
+        self.socks = arguments.proxy_address(socks_proxy) if socks_proxy else None
+        """The SOCKS proxy's host and port, for its failures, which are not aiohttp's errors."""
         self.base_url = base_url
         self.origin = arguments.origin_of(base_url)
         self.session = connections.session(socks_proxy, BROWSER_HEADERS)
         self.proxy = http_proxy
         self.deadline = time.monotonic() + total
         self.total, self.stall, self.connect = total, stall, connect
-        self.secrets: list[str | None] = [arguments.proxy_password(proxy)] if proxy else []
-        """What this call must keep out of its errors: fingerprints, tokens, the proxy password."""
+        if proxy:
+            remember_credentials(*arguments.proxy_credentials(proxy))
 
     def _headers(self, token: auth.Token | None = None) -> dict[str, str]:
         headers = {
@@ -216,6 +215,10 @@ class Call:
             if isinstance(exc, errors.GPTalkTimeoutError):  # ours, from _send: already says what ran out
                 raise
             raise self._failure(step, exc) from exc
+        except Exception as exc:
+            if self.socks is None or isinstance(exc, errors.G4FError):
+                raise
+            raise ResponseError(f"GPTalk {step}: the proxy {self.socks} failed: {exc}") from exc
 
     def _failure(self, step: str, exc: Exception) -> errors.G4FError:
         """What a failed request, or the reading of its answer, is for the caller."""
@@ -228,7 +231,7 @@ class Call:
                 and (errno := exc.os_error.errno) is not None:
             # a failed name lookup has words of its own; asyncio's words for a failed connect repeat the address
             reason = exc.os_error.strerror if isinstance(exc.os_error, socket.gaierror) else os.strerror(errno)
-            return ResponseError(f"GPTalk {step}: cannot connect to {self.base_url}: {reason}")
+            return ResponseError(f"GPTalk {step}: cannot connect to {self._peer(exc)}: {reason}")
         if isinstance(exc, aiohttp.ServerDisconnectedError):
             return ResponseError(f"GPTalk {step}: {self.base_url} closed the connection without an answer")
         if type(exc) is aiohttp.ClientResponseError:  # aiohttp's parser refused the answer: not a status error
@@ -236,14 +239,19 @@ class Call:
             return ResponseError(f"GPTalk {step}: the answer from {self.base_url} is not valid HTTP ({said})")
         return ResponseError(f"GPTalk {step}: request to {self.base_url} failed: {exc}")
 
+    def _peer(self, exc: aiohttp.ClientConnectorError) -> str:
+        """What a failed connection was to: the service, or the proxy in front of it (host and port only)."""
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return f"the proxy {exc.host}:{exc.port}"
+        return self.base_url
+
     def _ran_out(self, exc: TimeoutError) -> str:
-        """Which bound a timeout of aiohttp's was: connecting, the wait for data, or the whole call."""
-        if isinstance(exc, CONNECT_TIMEOUT):
+        """Which bound a timeout was, by aiohttp's type for it: connecting, the wait for data, or the whole call."""
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return f"{self.base_url} could not be reached within {self.connect:g} s (connect_timeout)"
-        # aiohttp's timers may fire a hair early; a stall bound shorter than what was left cannot look like this
-        if time.monotonic() >= self.deadline - 0.05:
-            return f"the call's timeout ran out ({self.total:g} s)"
-        return f"no data for {self.stall:g} s (stream_timeout)"
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            return f"no data for {self.stall:g} s (stream_timeout)"
+        return f"the call's timeout ran out ({self.total:g} s)"
 
     async def _post(self, step: str, path: str, payload: dict[str, Any], token: auth.Token | None = None,
                     resend: bool = True) -> tuple[dict[str, Any], str | None]:
@@ -258,7 +266,7 @@ class Call:
 
     async def login(self) -> auth.Token:
         fingerprint = secrets.token_hex(16)
-        self.secrets.append(fingerprint)
+        remember(fingerprint)
         data, date = await self._post("login", "/api/chatgpt/user/login",
                                       {"fingerprint": fingerprint, "platform": "fingerprint"})
         token = auth.Token(errors.token_of("login", data), auth.expiry_of(data, date))
@@ -284,7 +292,6 @@ class Call:
                 except TimeoutError:
                     raise errors.GPTalkTimeoutError(
                         "GPTalk login: the call's timeout ran out while another chat was logging in") from None
-            self.secrets.append(token.value)
             try:
                 payload["created_at"] = int(time.time())
                 data, _ = await self._post("ask", "/api/chatgpt/chatapi/text", payload, token, resend=False)
@@ -303,7 +310,6 @@ class Call:
                     raise
                 log("GPTalk ask: the service rejected the token; logging in again")
                 continue
-            self.secrets.append(stream_token)
             return stream_token
 
     async def stream(self, stream_token: str) -> aiohttp.ClientResponse:
@@ -327,7 +333,3 @@ class Call:
             return reply.incomplete(f"the connection failed ({exc})")
         return self._failure("stream", exc)
 
-
-CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
-    error for error in (getattr(aiohttp, "ConnectionTimeoutError", None),) if error is not None)
-"""aiohttp's error for a connect bound that ran out (aiohttp 3.10 and newer; older ones cannot tell it apart)."""

@@ -11,13 +11,14 @@ import datetime
 import email.utils
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from g4f.errors import MissingAuthError, RateLimitError, ResponseError
 from g4f.requests.raise_for_status import is_cloudflare
 
 from ..compat import CloudflareError, G4FError, G4FTimeoutError
+from ..redaction import remember, remember_quoted
 
 __all__ = ["CloudflareError", "G4FError", "GPTalkTimeoutError", "IncompleteReplyError", "InvalidRequestError",
            "TokenRejectedError"]
@@ -28,7 +29,6 @@ EXCERPT_CHARS = 200
 # 403 mirror the HTTP statuses; 10401 and 10403 are the same in GPTalk's five-digit service codes, which its web
 # client answered by logging in again.
 AUTH_FAILURE_CODES = frozenset((401, 403, 10401, 10403))
-REDACTED = "[redacted]"
 
 
 class InvalidRequestError(ValueError, G4FError):
@@ -73,6 +73,8 @@ def answer_data(step: str, status: int, headers: Mapping[str, str], body: bytes,
 
 
 def _answer_data(step: str, status: int, headers: Mapping[str, str], body: bytes, url: str) -> dict[str, Any]:
+    if not 200 <= status < 300:
+        _remember_quoted(body)  # what an error answer quotes may be a token never learnt otherwise
     if body[:1] == b"<" and is_cloudflare(body.decode("utf-8", "replace")):
         # a challenge in front of the service, whatever its status: not a rejected token, not GPTalk's words
         raise CloudflareError(f"GPTalk {step}: HTTP {status}: a Cloudflare challenge page, not the service's answer")
@@ -120,12 +122,22 @@ def http_date(value: str) -> float | None:
         return None
 
 
+def _remember_quoted(body: bytes) -> None:
+    text = body.decode("utf-8", "replace")
+    try:
+        remember_quoted(json.loads(text))
+    except (ValueError, RecursionError):
+        pass
+    remember_quoted(text)
+
+
 def envelope_data(step: str, payload: Any, body: bytes) -> dict[str, Any]:
     """Checks a GPTalk JSON envelope (``{"code", "msg", "data"}``) and returns its ``data`` object."""
     if not isinstance(payload, dict):
         raise ResponseError(f"GPTalk {step}: expected a JSON object, got: {excerpt(body)}")
     code = payload.get("code", 0)
     if code not in (0, 200, None):
+        remember_quoted(payload)
         said = payload.get("msg")
         message = f"GPTalk {step}: service error {shown(code)}: {said if isinstance(said, str) and said else excerpt(body)}"
         if isinstance(code, int) and code in AUTH_FAILURE_CODES:
@@ -140,23 +152,11 @@ def envelope_data(step: str, payload: Any, body: bytes) -> dict[str, Any]:
 def token_of(step: str, data: dict[str, Any]) -> str:
     """``data.token`` of a login or ask answer: a non-empty printable string (it goes into a header or a URL)."""
     token = data.get("token")
+    if isinstance(token, str):
+        remember(token)  # a secret from the moment it arrives, usable or not
     if not isinstance(token, str) or not token:
         raise ResponseError(f"GPTalk {step}: the answer has no 'data.token': 'data' is {shown(data)}")
     if not token.isprintable() or token != token.strip():
         # the value itself stays out of the message: it is a secret, however broken
         raise ResponseError(f"GPTalk {step}: the answer's 'data.token' has control characters or surrounding spaces")
     return token
-
-
-def redact(error: BaseException, secrets: Iterable[str | None]) -> BaseException:
-    """``error`` with every secret in its message replaced by ``[redacted]`` (servers may echo them back)."""
-    hidden = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
-    if hidden:
-        error.args = tuple(_without(arg, hidden) if isinstance(arg, str) else arg for arg in error.args)
-    return error
-
-
-def _without(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text

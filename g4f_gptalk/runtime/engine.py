@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
 from ..compat import G4FError
+from ..redaction import scrub_error
 from .pool import Pool
 
 T = TypeVar("T")
@@ -152,7 +153,7 @@ class Engine:
                     if isinstance(item, _End):
                         ended = True
                         if item.error is not None:
-                            raise item.error
+                            raise scrub_error(item.error)  # the one exit of every error to a caller
                         return
                     yield item
         finally:
@@ -165,8 +166,12 @@ class Engine:
         burst. A caller that stops early (``aclose()``, ``break``, a cancelled task) cancels the task; nothing is
         left in the caller's loop. On the engine's own loop ``items`` is simply iterated."""
         if asyncio.get_running_loop() is self.loop:
-            async for own in items:
-                yield own
+            try:
+                async for own in items:
+                    yield own
+            except Exception as exc:
+                scrub_error(exc)
+                raise
             return
         channel, future = self._start(items, True)
         ended = False
@@ -176,7 +181,7 @@ class Engine:
                     if isinstance(item, _End):
                         ended = True
                         if item.error is not None:
-                            raise item.error
+                            raise scrub_error(item.error)  # the one exit of every error to a caller
                         return
                     yield item
         finally:
