@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from .provider import GPTalk
+from .redaction import scrub
 
 Result = tuple[str, str, str]
 """(``"ok"``, ``"warn"`` or ``"FAIL"``, the check's name, what it found)."""
@@ -31,6 +32,8 @@ def require(condition: object, problem: str) -> None:
     if not condition:
         raise CheckFailed(problem)
 
+FRESH_INTERPRETER_TIMEOUT = 60.0
+"""Seconds the autoload check waits for a fresh interpreter to import g4f (g4f 8 takes about two)."""
 _FRESH_INTERPRETER = (
     "import sys, g4f.Provider as P\n"
     "found = P.ProviderUtils.convert.get('GPTalk')\n"
@@ -42,7 +45,11 @@ def autoload() -> str:
     import _g4f_gptalk_autoload
 
     require(_g4f_gptalk_autoload.enabled(), "G4F_GPTALK_AUTOLOAD turns the start-up hook off")
-    out = subprocess.run([sys.executable, "-c", _FRESH_INTERPRETER], capture_output=True, text=True)
+    try:
+        out = subprocess.run([sys.executable, "-c", _FRESH_INTERPRETER], capture_output=True, text=True,
+                             timeout=FRESH_INTERPRETER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise CheckFailed(f"a fresh `import g4f` did not finish within {FRESH_INTERPRETER_TIMEOUT:g} s") from None
     module = out.stdout.split()[0] if out.stdout.split() else out.stderr.strip()[-200:]
     require(module == GPTalk.__module__, f"a fresh `import g4f` does not see GPTalk ({module})")
     return "a fresh interpreter that imports only g4f finds GPTalk"
@@ -124,5 +131,5 @@ def run_checks() -> list[Result]:
         except G4FProblem as warning:
             results.append(("warn", name, str(warning)))
         except Exception as exc:  # noqa: BLE001 - each failure is reported, not raised
-            results.append(("FAIL", name, str(exc) or type(exc).__name__))
+            results.append(("FAIL", name, scrub(str(exc)) or type(exc).__name__))
     return results

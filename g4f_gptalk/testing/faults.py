@@ -20,8 +20,11 @@ class Faults:
     (``{"code": 401, ...}``), ``"auth-code-10401"``, ``"no-token"``, ``"drop"`` (the connection is closed
     unanswered, after the request was counted), ``"retry-after"`` (429 asking to wait
     30 s), ``"redirect-loop"`` (307 to itself), ``"deep"`` (a token nested 100,000 lists deep), ``"crlf-token"``
-    (a token with a line break), ``"echo-auth"`` (400 quoting the request's authorization); login only:
-    ``"no-expiry"``, ``"bad-expiry"`` (a working token without a readable ``expires_at``); ask only:
+    (a token with a line break), ``"echo-auth"`` (400 quoting the request's authorization), ``"echo-proxy-auth"``
+    (400 quoting its proxy-authorization, as a proxy may), ``"echo-secrets"`` (500 quoting a fresh working token,
+    never sent otherwise, and the fingerprint the request's token was issued for; on the stream too); login only:
+    ``"no-expiry"``, ``"bad-expiry"`` (a working token without a readable ``expires_at``), ``"quote-fingerprint"``
+    (refused with words that quote the fingerprint); ask only:
     ``"count-drop"`` (the ask is read and counted against its token, then the connection is dropped unanswered).
     stream modes: ``"cut"`` (connection dropped midway), ``"no-done"``, ``"bad-json"``, ``"non-string"``,
     ``"stall"`` (stops sending midway), ``"rewrite"`` (changes sent text), ``"noise"`` (SSE comments, ``event:``/
@@ -80,7 +83,7 @@ def answer(mode: str, request: web.Request) -> web.Response | None:
         return web.json_response({"code": 429, "msg": "slow down", "data": None}, status=429,
                                  headers={"Retry-After": "30"})
     if mode == "redirect-loop":
-        raise web.HTTPTemporaryRedirect(request.path)
+        raise web.HTTPTemporaryRedirect(request.path_qs)
     if mode == "deep":
         return web.Response(text='{"code": 0, "data": {"token": ' + "[" * 100_000 + "]" * 100_000 + "}}",
                             content_type="application/json")
@@ -88,7 +91,9 @@ def answer(mode: str, request: web.Request) -> web.Response | None:
         return web.json_response({"code": 0, "data": {"token": "abc\r\nx-injected: 1", "expires_at": 2**31}})
     if mode == "echo-auth":
         return web.Response(status=400, text=f"bad request with authorization: {request.headers.get('authorization')}")
-    if mode in ("no-expiry", "bad-expiry", "count-drop"):
+    if mode == "echo-proxy-auth":
+        return web.Response(status=400, text=f"proxy refused: {request.headers.get('proxy-authorization')}")
+    if mode in ("no-expiry", "bad-expiry", "count-drop", "echo-secrets", "quote-fingerprint"):
         return None  # the step answers with that flaw, or applies it itself
     if mode.isdigit():
         return web.json_response({"code": int(mode), "msg": f"simulated HTTP {mode}", "data": None}, status=int(mode))

@@ -82,6 +82,10 @@ class GPTalkServer:
         self.prompts: list[str] = []
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self._tokens: dict[str, list[float]] = {}  # token -> [expires_at, asks]
+        self._fingerprints: dict[str, str] = {}  # token -> the fingerprint it was issued for
+        self._last_fingerprint: str | None = None
+        self.issued: list[str] = []
+        """Every token and stream token this server has issued, echoed ones included (what a client must hide)."""
         self._streams: dict[str, tuple[str, str]] = {}  # stream token -> (prompt, model)
         self._connections_seen: weakref.WeakSet[Any] = weakref.WeakSet()  # their transports
 
@@ -173,17 +177,35 @@ class GPTalkServer:
         self.stats["faults"] += 1
         return body, mode, faults.answer(mode, request)
 
+    def _echo_secrets(self, fingerprint: str | None) -> web.Response:
+        """A 500 that quotes a fresh working token, which the client gets nowhere else, and ``fingerprint``."""
+        fresh = self._issue()
+        self._tokens[fresh] = [self.now() + self.token_ttl, 0]
+        return web.json_response({"code": 500, "msg": f"internal error for fingerprint {fingerprint}",
+                                  "data": {"token": fresh, "fingerprint": fingerprint}}, status=500)
+
+    def _issue(self) -> str:
+        token = secrets.token_hex(16)
+        self.issued.append(token)
+        return token
+
     async def _login(self, request: web.Request) -> web.StreamResponse:
         body, mode, fault = await self._receive("login", request)
         if fault is not None:
             return fault
+        if mode == "echo-secrets":
+            return self._echo_secrets(body.get("fingerprint"))
+        if mode == "quote-fingerprint":
+            return web.json_response({"code": 10001, "msg": f"fingerprint {body.get('fingerprint')} is banned",
+                                      "data": None})
         if self.faults.login_delay:
             await asyncio.sleep(self.faults.login_delay)
         if not FINGERPRINT.fullmatch(str(body.get("fingerprint"))) or body.get("platform") != "fingerprint":
             return web.json_response({"code": 400, "msg": "bad login request", "data": None}, status=400)
-        token = secrets.token_hex(16)
+        token = self._issue()
         expires_at = self.now() + self.token_ttl
         self._tokens[token] = [expires_at, 0]
+        self._fingerprints[token] = self._last_fingerprint = str(body.get("fingerprint"))
         data: dict[str, Any] = {"token": token, "expires_at": faults.expires_at_field(self.faults.expires_at, expires_at)}
         if mode == "no-expiry":
             del data["expires_at"]
@@ -196,6 +218,8 @@ class GPTalkServer:
         if fault is not None:
             return fault
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if mode == "echo-secrets":
+            return self._echo_secrets(self._fingerprints.get(token))
         state = self._tokens.get(token)
         if state is None or state[0] <= self.now() or state[1] >= self.max_asks:
             self.stats["rejected"] += 1
@@ -206,7 +230,7 @@ class GPTalkServer:
             request.transport.abort()
             return web.Response()  # never sent: the connection is gone
         self.prompts.append(body["content"])
-        stream_token = secrets.token_hex(16)
+        stream_token = self._issue()
         self._streams[stream_token] = (body["content"], body.get("model", ""))
         return web.json_response({"code": 0, "msg": "ok", "data": {"token": stream_token}})
 
@@ -214,13 +238,17 @@ class GPTalkServer:
         if self._reset_if_reused("stream", request):
             return web.Response()
         self._seen("stream", request, dict(request.query))
-        job = self._streams.pop(request.query.get("token", ""), None)
         mode = self.faults.pick("stream")
+        if mode == "redirect-loop":  # to itself, stream token and all, before the token is spent
+            return faults.answer(mode, request) or web.Response()
+        job = self._streams.pop(request.query.get("token", ""), None)
         if job is None or mode == "500":
             self.stats["faults" if job else "bad_streams"] += 1
             return web.json_response({"code": 404, "msg": "unknown stream token", "data": None}, status=500 if job else 404)
         if mode is not None:
             self.stats["faults"] += 1
+        if mode == "echo-secrets":
+            return self._echo_secrets(self._last_fingerprint)
         if mode == "envelope":
             return web.json_response({"code": 10010, "msg": "the stream token has expired", "data": None})
         response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
