@@ -31,9 +31,9 @@ class Faults:
     ``id:``/``retry:`` lines and ``\\r\\n`` endings, all valid), ``"cr"`` (bare ``\\r`` line ends, valid too),
     ``"bom"`` (a byte order mark first, valid too), ``"linger"`` (keeps the stream open after ``[DONE]``, sending
     comments), ``"flood"`` (as ``"linger"``, after ``FLOOD`` at once), ``"deep"`` (an event nested 100,000 lists
-    deep midway), ``"envelope"`` (200 with a JSON error envelope instead of events), ``"500"``, ``"endless-line"`` (midway, one line that never ends) and
-    ``"endless-event"`` (midway, one event of ``data:`` lines that never ends), each up to ``ENDLESS_BYTES`` or
-    until the client hangs up.
+    deep midway), ``"envelope"`` (200 with a JSON error envelope instead of events), ``"500"``, ``"echo-secrets"``,
+    ``"redirect-loop"``, ``"endless-line"`` (midway, one line that never ends) and ``"endless-event"`` (midway, one
+    event of ``data:`` lines that never ends), each up to ``ENDLESS_BYTES`` or until the client hangs up.
     """
 
     login: list[str] = field(default_factory=list)
