@@ -24,9 +24,15 @@ class _ServiceURL(type(AsyncGeneratorProvider)):  # type: ignore[misc]
     """Makes ``GPTalk.url`` what a call will use: ``G4F_GPTALK_URL`` when set, else the address given to the class
     (so that g4f's provider lists and GUI show the service actually called)."""
 
+    def configured_url(cls) -> tuple[str, str]:
+        """The service address in force, as configured, and the setting it comes from: the one place that says
+        which service a call talks to (``protocol.chat`` checks it)."""
+        configured = os.environ.get(URL_ENV)
+        return (configured, URL_ENV) if configured else (cls.default_url, "GPTalk.url")
+
     @property
     def url(cls) -> str:
-        return os.environ.get(URL_ENV) or cls.default_url
+        return cls.configured_url()[0]
 
     @url.setter
     def url(cls, value: str) -> None:
@@ -39,7 +45,6 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
     label = "GPTalk"
     default_url = "https://gptalk.net"
     """The service address unless ``G4F_GPTALK_URL`` is set; ``url`` gives the one in force."""
-    url_setting = URL_ENV
     working = True
     active_by_default = True  # on in g4f's web GUI without a visit to its settings, like g4f's no-login providers
     supports_stream = True

@@ -114,6 +114,13 @@ def test_an_expiring_token_is_replaced_before_the_server_would_reject_it(start_s
     assert server.stats["logins"] == 2 and server.stats["rejected"] == 0
 
 
+def test_forget_tokens_forgets_a_service_however_its_url_is_written(server):
+    chat(HELLO)
+    GPTalk.forget_tokens(server.url.replace("http://127.0.0.1", "HTTP://127.0.0.1") + "/")  # as yarl writes it: 1
+    chat(HELLO)
+    assert server.stats["logins"] == 2  # before: forgotten only when written exactly as the calls key it
+
+
 def test_millisecond_expiry_times_are_understood():
     assert auth.expiry_of({"expires_at": 1_900_000_000_000}) == 1_900_000_000
     assert auth.expiry_of({"expires_at": "1900000000"}) == 1_900_000_000

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from typing import Any
 
 from g4f.Provider.helper import format_prompt
@@ -93,16 +92,6 @@ def unused(options: dict[str, Any]) -> list[str]:
 G4F_PLUMBING = frozenset(("ignore_stream", "ignore_working", "stream", "raw", "api_key", "base_url", "action",
                           "download_media", "return_conversation", "provider"))
 """Arguments g4f passes for its own bookkeeping rather than as a request to the service."""
-
-
-def service_url(default: str, setting: str) -> str:
-    """The service address: the environment variable ``setting`` if set, else ``default``; must be an http(s) URL."""
-    return _service_url(os.environ.get(setting), setting, default)
-
-
-@functools.lru_cache(maxsize=16)
-def _service_url(configured: str | None, setting: str, default: str) -> str:
-    return checked_url(configured, setting) if configured else checked_url(default, "GPTalk.url")
 
 
 @functools.lru_cache(maxsize=16)

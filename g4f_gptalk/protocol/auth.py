@@ -211,7 +211,7 @@ def _give_back(flight: asyncio.Future[Token]) -> None:
 
 
 caches: dict[str, TokenCache] = {}
-"""The token cache of each service URL (as ``arguments.service_url`` gives it)."""
+"""The token cache of each service URL (as ``arguments.checked_url`` gives it)."""
 
 
 def cache_for(url: str) -> TokenCache:

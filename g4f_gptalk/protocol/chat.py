@@ -140,9 +140,9 @@ def pool_of_engine() -> pool.Pool:
 
 
 def service_url(provider: Any) -> str:
-    """The service a call of ``provider`` talks to: ``G4F_GPTALK_URL`` if set, else ``provider.default_url``,
-    checked and without a trailing slash. ``GPTalk.url`` shows the same, unchecked."""
-    return arguments.service_url(provider.default_url, provider.url_setting)
+    """The service a call of ``provider`` talks to (``GPTalk.configured_url``), checked and without a trailing
+    slash."""
+    return arguments.checked_url(*provider.configured_url())
 
 
 def _model(provider: Any, model: Any) -> str:
