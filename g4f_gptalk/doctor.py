@@ -77,7 +77,7 @@ def provider_list() -> str:
         raise G4FProblem(
             f"GPTalk is among g4f's {len(names)} provider names, but g4f itself could not build its full provider "
             f"list ({type(exc).__name__}: {_first_line(exc)}). g4f downloads providers.json at this step: offline, "
-            f"set G4F_CACHE_DIR to a folder holding .models/{today}/providers.json (the README's offline recipe)"
+            f"set G4F_CACHE_DIR to a folder holding .models/{today}/providers.json (docs/troubleshooting.md has the recipe)"
         ) from exc
     require(GPTalk in every, "missing from g4f.Provider.__providers__")
     return f"g4f.Provider.__providers__ ({len(every)} providers)"
