@@ -31,7 +31,7 @@ def pytest_report_header() -> str:
 @pytest.fixture(scope="session")
 def g4f_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Cache and config directories that let g4f start offline: g4f reads its provider list from today's folder
-    instead of downloading it (the README's offline recipe for ``g4f api``)."""
+    instead of downloading it (docs/troubleshooting.md's offline recipe for ``g4f api``)."""
     root = tmp_path_factory.mktemp("g4f")
     models = root / "cache" / ".models" / datetime.date.today().isoformat()
     models.mkdir(parents=True)
