@@ -24,6 +24,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from clients import RawClient
@@ -37,8 +38,9 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 REF_PACKAGE = "g4f_gptalk_ref"
 
 
-def import_at(ref: str, into: Path) -> tuple[type, object]:
-    """The GPTalk class and the pool module of the provider at ``ref``, imported from a copy in ``into``."""
+def import_at(ref: str, into: Path) -> tuple[type, Callable[[], Awaitable[object]]]:
+    """The GPTalk class of the provider at ``ref``, imported from a copy in ``into``, and what closes its pooled
+    connections (its engine's, or before the engine its running loop's)."""
     archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", ref, "g4f_gptalk"], check=True,
                              capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
@@ -50,14 +52,19 @@ def import_at(ref: str, into: Path) -> tuple[type, object]:
     sys.path.insert(0, str(into))
     provider = importlib.import_module(f"{REF_PACKAGE}.provider")
     try:
+        engine = importlib.import_module(f"{REF_PACKAGE}.runtime.engine")
+        return provider.GPTalk, lambda: asyncio.to_thread(engine.close_connections)
+    except ImportError:  # before the engine: connections pooled per event loop
+        pass
+    try:
         pool = importlib.import_module(f"{REF_PACKAGE}.runtime.pool")
     except ImportError:  # before the package had subpackages
         pool = importlib.import_module(f"{REF_PACKAGE}.pool")
-    return provider.GPTalk, pool
+    return provider.GPTalk, pool.close_running_loop
 
 
-def round_of(url: str, ref_class: type, ref_pool: object, blocks: int, size: int, events: int = 0
-             ) -> dict[str, float]:
+def round_of(url: str, ref_class: type, ref_close: Callable[[], Awaitable[object]], blocks: int, size: int,
+             events: int = 0) -> dict[str, float]:
     """Client CPU seconds of each client over ``blocks`` blocks of ``size`` sequential chats, in one loop; with
     ``events``, each reply takes that many events (a long reply) rather than a few dozen."""
 
@@ -82,11 +89,11 @@ def round_of(url: str, ref_class: type, ref_pool: object, blocks: int, size: int
                     spent[name] += time.process_time() - cpu
         await raw.close()
         await asyncio.to_thread(close_connections)
-        await ref_pool.close_running_loop()  # type: ignore[attr-defined]
+        await ref_close()
         return spent
 
     GPTalk.forget_tokens()
-    ref_class._tokens.clear()  # type: ignore[attr-defined]
+    ref_class.forget_tokens()  # type: ignore[attr-defined]
     gc.collect()
     return asyncio.run(main())
 
@@ -101,10 +108,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, local_server() as url:
         os.environ["G4F_GPTALK_URL"] = url
-        ref_class, ref_pool = import_at(args.ref, Path(scratch))
+        ref_class, ref_close = import_at(args.ref, Path(scratch))
         ratios: dict[str, list[float]] = {"now / raw": [], "ref / raw": [], "now / ref": []}
         for _ in range(args.rounds):
-            spent = round_of(url, ref_class, ref_pool, args.blocks, args.size, args.events)
+            spent = round_of(url, ref_class, ref_close, args.blocks, args.size, args.events)
             ratios["now / raw"].append(spent["now"] / spent["raw"])
             ratios["ref / raw"].append(spent["ref"] / spent["raw"])
             ratios["now / ref"].append(spent["now"] / spent["ref"])

@@ -54,6 +54,9 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
     models: ClassVar[list[str]] = [default_model]
     timeout: ClassVar[float] = 120.0
     """Seconds for a whole call unless ``timeout=`` is given."""
+    login_ahead: ClassVar[bool] = True
+    """Whether a chat that takes the last ask there is starts the next login in the background, while chats keep
+    coming (the one before came within a minute), so that the next chat finds a token."""
     connect_timeout: ClassVar[float] = 10.0
     """Seconds to open a connection (TCP and TLS) unless ``connect_timeout=`` is given: a host that never answers
     costs a chat this long, and g4f's fallback moves on."""
@@ -106,13 +109,8 @@ class GPTalk(AsyncGeneratorProvider, ProviderModelMixin, metaclass=_ServiceURL):
 
     @classmethod
     def forget_tokens(cls, base_url: str | None = None) -> None:
-        """Drop the tokens kept for ``base_url`` (every service's if None): the next chat logs in afresh."""
-        from .protocol import arguments, auth
+        """Drop the tokens kept for ``base_url`` (every service's if None), in this process and in the machine's
+        shared token file: the next chat logs in afresh."""
+        from .protocol import token_store
 
-        if base_url is None:
-            auth.caches.clear()
-            return
-        try:
-            auth.caches.pop(arguments.checked_url(base_url, "base_url"), None)
-        except arguments.InvalidRequestError:
-            pass
+        token_store.forget(base_url)

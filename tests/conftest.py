@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -20,6 +22,8 @@ from g4f_gptalk import GPTalk, redaction
 from g4f_gptalk.testing.server import GPTalkServer, ServerThread
 
 HELLO = [{"role": "user", "content": "Hello"}]
+COOKIES = importlib.util.find_spec("g4f.cookies") is not None
+"""Whether this g4f has a cookies folder (0.4 and newer), and so GPTalk a shared token file."""
 
 
 def pytest_report_header() -> str:
@@ -50,6 +54,13 @@ def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str], tmp_path
     # ~/.config/g4f/conversation.json grows with every run, and with it the prompt): each test gets its own home.
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # g4f 8 keeps its cookies folder, and so GPTalk's shared token file, under G4F_CONFIG_DIR: each test its own,
+    # in this process and in the interpreters it starts
+    (tmp_path / "config").mkdir()
+    monkeypatch.setenv("G4F_CONFIG_DIR", str(tmp_path / "config"))
+    cookies = getattr(importlib.import_module("g4f.cookies"), "CookiesConfig", None) if COOKIES else None
+    if cookies is not None:
+        monkeypatch.setattr(cookies, "cookies_dir", str(tmp_path / "config" / "cookies"))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.delenv("G4F_GPTALK_URL", raising=False)
     monkeypatch.delenv("G4F_PROXY", raising=False)
@@ -60,6 +71,9 @@ def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str], tmp_path
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
+    # a login ahead of need adds a background login, and often a connection, to what a test counts: the tests of
+    # other things count without it (test_token_economy.py tests it)
+    monkeypatch.setattr(GPTalk, "login_ahead", False)
     GPTalk.forget_tokens()
     redaction.forget_all()  # a secret of another test's server would hide its words in this one's errors
 

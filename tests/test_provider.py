@@ -16,7 +16,7 @@ import pytest
 from g4f.Provider.helper import format_prompt
 
 from g4f_gptalk import GPTalk
-from g4f_gptalk.protocol import auth
+from g4f_gptalk.protocol import auth, token_store
 from g4f_gptalk.protocol.errors import InvalidRequestError
 from g4f_gptalk.runtime.engine import close_connections
 from g4f_gptalk.testing.server import Faults, GPTalkServer, echo_reply
@@ -109,7 +109,9 @@ def test_an_expiring_token_is_replaced_before_the_server_would_reject_it(start_s
     chat(HELLO)  # the token is fresh: reused
     assert server.stats["logins"] == 1
     later = time.time() + 60 - auth.CLOCK_SKEW + 1  # the token's clock: within CLOCK_SKEW of its expiry
-    monkeypatch.setattr(auth, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
+    clock = type("Clock", (), {"time": staticmethod(lambda: later)})
+    monkeypatch.setattr(auth, "time", clock)
+    monkeypatch.setattr(token_store, "time", clock)
     chat(HELLO)  # the server would still take it, but it is not sent: a new login instead
     assert server.stats["logins"] == 2 and server.stats["rejected"] == 0
 

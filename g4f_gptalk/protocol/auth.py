@@ -106,30 +106,31 @@ class Token:
         return self.asks < MAX_ASKS_PER_TOKEN and now < self.expires_at - CLOCK_SKEW
 
 
-class TokenCache:
-    """The current token for one GPTalk service URL, the login under way for it, and the chats queued for that
-    login. Used on the engine's loop only, so it needs no lock: every chat of the process, whatever its caller, runs
-    there."""
+PREFETCH_WHILE = 60.0
+"""Seconds since the previous chat within which a chat that takes the last ask starts the next login ahead of need;
+an idle process never logs in ahead."""
 
-    def __init__(self) -> None:
-        self._token: Token | None = None
+
+class TokenCache:
+    """One GPTalk service URL's tokens (kept by a ``token_store``), the login under way for them, and the chats
+    queued for that login. Used on the engine's loop only, so it needs no lock: every chat of the process, whatever
+    its caller, runs there."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
         self._login: asyncio.Future[Any] | None = None
         """The login under way, or the queued chat whose turn it is to log in: while set, chats queue."""
         self._waiters: collections.deque[asyncio.Future[Token | None]] = collections.deque()
+        self._last_chat: float | None = None
 
     def take(self) -> Token | None:
-        """The current token counted for one ask if it has asks left, else None (then ``reserve``): four asks in
-        five need nothing more, and no coroutine."""
-        token = self._token
-        if token is None or not token.usable(time.time()):
-            return None
-        token.asks += 1
-        return token
+        """A token counted for one ask if one has asks left, else None (then ``reserve``): four asks in five need
+        nothing more, and no coroutine."""
+        return self.store.claim()
 
     async def reserve(self, login: Callable[[], Awaitable[Token]], wait: float) -> Token:
-        """A token counted for one ask: the current one if it has asks left, else one from a login, ``login()`` or
-        the one under way. Raises ``TimeoutError`` if another chat's login keeps this one waiting more than ``wait``
-        seconds.
+        """A token counted for one ask: one with asks left, else one from a login, ``login()`` or the one under way.
+        Raises ``TimeoutError`` if another chat's login keeps this one waiting more than ``wait`` seconds.
 
         Chats queue for the login under way in their order; its token goes to the first of them while it has asks,
         and the next one in the queue logs in then. The login is a task of its own, bounded by its own call's time:
@@ -142,12 +143,25 @@ class TokenCache:
             token = await self._queue(wait)
             if token is not None:
                 return token
-        flight = self._login = asyncio.ensure_future(self._log_in(login))
+        flight = self._login = asyncio.ensure_future(self._log_in(login, wait, for_a_chat=True))
         try:
-            return await asyncio.shield(flight)
+            token = await asyncio.shield(flight)
         except asyncio.CancelledError:
-            flight.add_done_callback(_give_back)  # the ask counted for this chat is the next chat's
+            flight.add_done_callback(self._give_back)  # the ask counted for this chat is the next chat's
             raise
+        assert token is not None
+        return token
+
+    def after_ask(self, login: Callable[[], Awaitable[Token]], wait: float) -> None:
+        """Start ``login`` in the background if the chat just served took the last ask there is and chats keep
+        coming (the one before came within ``PREFETCH_WHILE``): the next chat then finds a token. A login fetched
+        so that fails is no one's error: the next chat logs in itself."""
+        now = asyncio.get_running_loop().time()
+        previous, self._last_chat = self._last_chat, now
+        if previous is None or now - previous > PREFETCH_WHILE or self._login is not None or self.store.left:
+            return
+        flight = self._login = asyncio.ensure_future(self._log_in(login, wait, for_a_chat=False))
+        flight.add_done_callback(_ahead_of_need)
 
     async def _queue(self, wait: float) -> Token | None:
         """A token counted for this chat's ask, or None when it is this chat's turn to log in."""
@@ -160,32 +174,34 @@ class TokenCache:
             if waiter.done() and not waiter.cancelled():  # served as it gave up: pass on what it was given
                 token = waiter.result()
                 if token is not None:
-                    token.asks -= 1
+                    self.store.give_back(token)
                 if token is not None or self._login is waiter:
                     self._serve_waiters()
             raise
 
-    async def _log_in(self, login: Callable[[], Awaitable[Token]]) -> Token:
+    async def _log_in(self, login: Callable[[], Awaitable[Token]], wait: float, for_a_chat: bool) -> Token | None:
+        """A token counted for the chat that began the login (``for_a_chat``), or stored for the next chats; one
+        process of the machine at a time (``store.login_turn``), so a token another one stored meanwhile serves."""
         try:
-            token = await login()
-        except BaseException:
-            self._serve_waiters()  # the next queued chat's turn
-            raise
-        token.asks = 1  # the ask of the chat that began the login, counted before any other chat can take one
-        self.offer(token)
-        self._serve_waiters()
+            async with self.store.login_turn(wait):
+                token = self.store.claim() if for_a_chat else None
+                if token is None and (for_a_chat or not self.store.asks_left()):
+                    token = await login()
+                    token.asks = 1 if for_a_chat else 0  # the ask of the chat that began it, if any
+                    self.store.add(token)
+        finally:
+            self._serve_waiters()
         return token
 
     def _serve_waiters(self) -> None:
-        """The current token to the queued chats while it has asks; then, if any remain, the next one's turn to log
-        in; else no login is under way."""
-        token, now = self._token, time.time()
+        """Asks to the queued chats while there are any; then, if chats remain, the next one's turn to log in; else
+        no login is under way."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if waiter.done():  # it gave up
                 continue
-            if token is not None and token.usable(now):
-                token.asks += 1
+            token = self.store.claim()
+            if token is not None:
                 waiter.set_result(token)
                 continue
             self._login = waiter
@@ -193,21 +209,23 @@ class TokenCache:
             return
         self._login = None
 
+    def _give_back(self, flight: asyncio.Future[Token | None]) -> None:
+        if not flight.cancelled() and flight.exception() is None and (token := flight.result()) is not None:
+            self.store.give_back(token)
+
     def offer(self, token: Token) -> None:
-        """Make ``token`` (from a login, or outside any chat, such as a health check) the current one, unless the
-        current one has asks left."""
-        if self._token is None or not self._token.usable(time.time()):
-            self._token = token
+        """Keep ``token``, from a login outside any chat (a health check), for the next chats."""
+        token.asks = 0
+        self.store.add(token)
 
     def drop(self, token: Token) -> None:
-        """Forget ``token`` (the service rejected it) unless a newer one has replaced it already."""
-        if self._token is token:
-            self._token = None
+        """Forget ``token``: the service rejected it."""
+        self.store.drop(token)
 
 
-def _give_back(flight: asyncio.Future[Token]) -> None:
-    if not flight.cancelled() and flight.exception() is None:
-        flight.result().asks -= 1
+def _ahead_of_need(flight: asyncio.Future[Token | None]) -> None:
+    if not flight.cancelled() and (error := flight.exception()) is not None:
+        log(f"GPTalk login (ahead of need): {error}; the next chat logs in itself")
 
 
 caches: dict[str, TokenCache] = {}
@@ -216,7 +234,12 @@ caches: dict[str, TokenCache] = {}
 
 def cache_for(url: str) -> TokenCache:
     """The token cache of the service at ``url``, made on first use."""
-    return caches.get(url) or caches.setdefault(url, TokenCache())
+    cache = caches.get(url)
+    if cache is None:
+        from .token_store import store_for
+
+        cache = caches[url] = TokenCache(store_for(url))
+    return cache
 
 
 def _forget_after_fork() -> None:

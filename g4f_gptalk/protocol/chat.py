@@ -111,7 +111,11 @@ async def converse(provider: Any, model: str, messages: Messages, /, proxy: str 
     call = Call(service_url(provider), connections, proxy, total,
                 total if stream_timeout is None else arguments.seconds("stream_timeout", stream_timeout, total),
                 arguments.seconds("connect_timeout", connect_timeout, provider.connect_timeout))
-    stream_token = await call.ask(auth.cache_for(call.base_url), ask_payload(prompt, model, heat))
+    tokens = auth.cache_for(call.base_url)
+    stream_token = await call.ask(tokens, ask_payload(prompt, model, heat))
+    if provider.login_ahead:
+        tokens.after_ask(lambda: Call(call.base_url, connections, proxy, provider.timeout, provider.timeout,
+                                      provider.connect_timeout).login(), provider.timeout)
     # The stream is read here, not in a generator of its own, so that each event costs one coroutine hop.
     reply = sse.ReplyText()
     response = await call.stream(stream_token)

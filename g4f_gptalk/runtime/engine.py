@@ -24,7 +24,7 @@ CANCEL_WAIT = 5.0
 """Seconds a sync caller that stopped early, or the interpreter at exit, waits for chats to be cancelled."""
 
 
-class EngineThreadError(G4FError, RuntimeError):
+class EngineThreadError(RuntimeError, G4FError):
     """A sync call made on the engine's own thread, which would wait for itself (a ``g4f.debug.log_handler`` that
     chats, called for a debug line of ours). AnyIO's portal refuses such a call the same way."""
 

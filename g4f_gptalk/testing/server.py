@@ -235,6 +235,13 @@ class GPTalkServer:
         return web.json_response({"code": 0, "msg": "ok", "data": {"token": stream_token}})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._stream_reply(request)
+        except ConnectionError:  # the client hung up mid-reply (a chat it stopped): nothing to report
+            self.stats["streams_ended_by_client"] += 1
+            return web.Response()
+
+    async def _stream_reply(self, request: web.Request) -> web.StreamResponse:
         if self._reset_if_reused("stream", request):
             return web.Response()
         self._seen("stream", request, dict(request.query))

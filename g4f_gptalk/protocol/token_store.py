@@ -1,0 +1,284 @@
+"""Where a service's tokens and their counted asks are kept: in this process's memory, or in a file that every
+process of the machine shares, ``g4f.cookies.get_cookies_dir()/auth_GPTalk.json``, as g4f's own providers keep
+their auth (``AuthFileMixin``), but locked, replaced atomically and private (0600).
+
+The file holds, for each service URL, the tokens with asks left: ``{"services": {url: [{"token", "expires_at",
+"asks"}, ...]}}``. An ask is claimed under an advisory lock (``fcntl.flock``), so that no token is sent a sixth ask
+whatever the number of processes; a process killed at any moment leaves the file whole (it is written aside and
+moved into place). A file that cannot be read is ignored and rewritten; a folder that cannot be written or locked
+leaves the process with its memory, as without the file. ``docs/design.md`` ("Tokens") says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from ..compat import log
+from .auth import CLOCK_SKEW, MAX_ASKS_PER_TOKEN, Token
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks, so no shared file
+    fcntl = None  # type: ignore[assignment]
+
+SETTING = "G4F_GPTALK_SHARED_TOKENS"
+"""``0`` keeps tokens in each process's memory only."""
+FILE_NAME = "auth_GPTalk.json"
+SOON = 60.0
+"""Seconds: a token that expires within them is as good as gone when deciding to log in ahead of need."""
+LOGIN_POLL = 0.02
+"""Seconds between a waiting process's tries for the login lock that another process holds while it logs in."""
+
+Entry = dict[str, Any]
+
+
+def _usable(entry: Entry, now: float) -> bool:
+    return entry["asks"] < MAX_ASKS_PER_TOKEN and now < entry["expires_at"] - CLOCK_SKEW
+
+
+def _claim(entries: list[Entry], now: float) -> Token | None:
+    """One ask of the usable token with the fewest asks left (so that tokens are used up one at a time)."""
+    usable = [entry for entry in entries if _usable(entry, now)]
+    if not usable:
+        return None
+    entry = max(usable, key=lambda entry: entry["asks"])
+    entry["asks"] += 1
+    return Token(entry["token"], entry["expires_at"], entry["asks"])
+
+
+def _left(entries: list[Entry], now: float) -> int:
+    """The asks left on tokens that stay usable for ``SOON`` seconds more."""
+    return sum(MAX_ASKS_PER_TOKEN - entry["asks"] for entry in entries if _usable(entry, now + SOON))
+
+
+def _kept(entries: list[Entry], now: float) -> list[Entry]:
+    return [entry for entry in entries if _usable(entry, now)]
+
+
+class MemoryStore:
+    """A service's tokens in this process's memory."""
+
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+        self.left = 0
+        """The asks left (on tokens not about to expire) after the last ``claim``."""
+
+    def _change(self, change: Callable[[list[Entry]], Any]) -> Any:
+        result = change(self._entries)
+        self._entries = _kept(self._entries, time.time())
+        return result
+
+    @contextlib.asynccontextmanager
+    async def login_turn(self, wait: float) -> AsyncIterator[None]:
+        """Held while this process logs in: in memory, nothing to wait for (one login at a time is the cache's)."""
+        yield
+
+    def where(self) -> str:
+        return "memory"
+
+    # The operations, the same for both stores.
+
+    def claim(self) -> Token | None:
+        """One ask of a usable token, counted; None if there is none."""
+        def claiming(entries: list[Entry]) -> Token | None:
+            now = time.time()
+            token = _claim(entries, now)
+            self.left = _left(entries, now)
+            return token
+        return self._change(claiming)
+
+    def asks_left(self) -> int:
+        """The asks left on tokens not about to expire."""
+        return self._change(lambda entries: _left(entries, time.time()))
+
+    def add(self, token: Token) -> None:
+        """A fresh token, ``token.asks`` of its asks counted already."""
+        self._change(lambda entries: entries.append(
+            {"token": token.value, "expires_at": token.expires_at, "asks": token.asks}))
+
+    def give_back(self, token: Token) -> None:
+        """One ask of ``token`` counted for a chat that did not send it."""
+        def give(entries: list[Entry]) -> None:
+            for entry in entries:
+                if entry["token"] == token.value and entry["asks"] > 0:
+                    entry["asks"] -= 1
+        self._change(give)
+
+    def drop(self, token: Token) -> None:
+        """Forget ``token``: the service rejected it."""
+        def without(entries: list[Entry]) -> None:
+            entries[:] = [entry for entry in entries if entry["token"] != token.value]
+        self._change(without)
+
+    def forget(self) -> None:
+        self._change(lambda entries: entries.clear())
+
+
+class FileStore(MemoryStore):
+    """A service's tokens in the machine's shared file; this process's memory once the file fails it."""
+
+    def __init__(self, url: str, folder: Callable[[], str]) -> None:
+        super().__init__()
+        self.url = url
+        self._folder = folder
+        self._locks: dict[str, tuple[int, int]] = {}  # lock file path -> (pid, descriptor)
+        self.failed = False
+
+    def where(self) -> str:
+        return "memory" if self.failed else str(self.path())
+
+    def path(self) -> Path:
+        return Path(self._folder()) / FILE_NAME
+
+    def _change(self, change: Callable[[list[Entry]], Any]) -> Any:
+        if self.failed:
+            return super()._change(change)
+        try:
+            path = self.path()
+            with self._locked(path.with_name(FILE_NAME + ".lock")):
+                services = _read(path)
+                entries = services.setdefault(self.url, [])
+                before = json.dumps(entries)
+                result = change(entries)
+                services[self.url] = _kept(entries, time.time())
+                if json.dumps(services[self.url]) != before:
+                    _write(path, {key: value for key, value in services.items() if value})
+                return result
+        except OSError as exc:
+            self.failed = True
+            log(f"GPTalk: the shared token file cannot be used ({exc.strerror or exc}); tokens stay in this "
+                f"process's memory")
+            return super()._change(change)
+
+    @contextlib.contextmanager
+    def _locked(self, lock_path: Path, blocking: bool = True) -> Any:
+        descriptor = self._descriptor(lock_path)
+        fcntl.flock(descriptor, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+    def _descriptor(self, lock_path: Path) -> int:
+        """The lock file's descriptor, opened once per process (a forked child opens its own: a lock belongs to the
+        open file, which a child shares with its parent)."""
+        key = str(lock_path)
+        held = self._locks.get(key)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._locks[key] = (os.getpid(), descriptor)
+        return descriptor
+
+    def forget_every_service(self) -> None:
+        try:
+            path = self.path()
+            if path.exists():
+                with self._locked(path.with_name(FILE_NAME + ".lock")):
+                    _write(path, {})
+        except OSError:
+            pass
+
+    @contextlib.asynccontextmanager
+    async def login_turn(self, wait: float) -> AsyncIterator[None]:
+        """Held while this process logs in, so that the machine's processes log in one at a time: the others wait
+        (polling, at most ``wait`` seconds) and then find the token this one stored. A process that dies holding it
+        lets it go with its descriptor."""
+        if self.failed:
+            yield
+            return
+        try:
+            descriptor = self._descriptor(self.path().with_name(FILE_NAME + ".login"))
+        except OSError:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if loop.time() >= deadline:
+                    raise TimeoutError from None
+                await asyncio.sleep(LOGIN_POLL)
+        try:
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict[str, list[Entry]]:
+    """The file's tokens by service URL; an empty table if the file is missing, unreadable or of another shape."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(text)
+        services = data["services"]
+        if not isinstance(services, dict):
+            raise TypeError
+        return {str(url): [_entry(item) for item in items] for url, items in services.items()}
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        log(f"GPTalk: ignored {path}: not a token file of this plugin's; the next login rewrites it")
+        return {}
+
+
+def _entry(item: Any) -> Entry:
+    token, expires_at, asks = item["token"], item["expires_at"], item["asks"]
+    if not isinstance(token, str) or not token or isinstance(expires_at, bool) or isinstance(asks, bool) \
+            or not isinstance(expires_at, (int, float)) or not isinstance(asks, int):
+        raise TypeError
+    return {"token": token, "expires_at": float(expires_at), "asks": asks}
+
+
+def _write(path: Path, services: dict[str, list[Entry]]) -> None:
+    """Replace the file atomically: written aside (0600), then moved into place."""
+    aside = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
+    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump({"services": services}, file)
+    os.replace(aside, path)
+
+
+def store_for(url: str) -> MemoryStore:
+    """The store of ``url``'s tokens: the shared file, unless ``G4F_GPTALK_SHARED_TOKENS=0`` or this g4f has no
+    cookies folder (before 0.4), or it is a relative folder that does not exist (g4f 0.4's ``./har_and_cookies``)."""
+    if os.environ.get(SETTING, "1") == "0" or fcntl is None:
+        return MemoryStore()
+    try:
+        from g4f.cookies import get_cookies_dir
+    except ImportError:
+        return MemoryStore()
+    folder = get_cookies_dir()
+    if not os.path.isabs(folder) and not os.path.isdir(folder):
+        return MemoryStore()
+    return FileStore(url, get_cookies_dir)
+
+
+def forget(url: str | None = None) -> None:
+    """Forget the tokens of the service at ``url`` (of every service if None), in memory and in the shared file."""
+    from .arguments import InvalidRequestError, checked_url
+    from .auth import caches
+
+    if url is None:
+        caches.clear()
+        store = store_for("")
+        if isinstance(store, FileStore):
+            store.forget_every_service()
+        return
+    try:
+        url = checked_url(url, "base_url")
+    except InvalidRequestError:
+        return
+    caches.pop(url, None)
+    store_for(url).forget()
