@@ -113,6 +113,14 @@ def login() -> str:
     return f"{health['url']} logs in (GPTalk.get_health)"
 
 
+def tokens() -> str:
+    from .protocol import token_store
+
+    where = token_store.store_for(GPTalk.url).where()
+    return "in this process's memory (G4F_GPTALK_SHARED_TOKENS=0, or no cookies folder of g4f's)" \
+        if where == "memory" else f"shared in {where}"
+
+
 CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("autoload", autoload),
     ("registry", registry),
@@ -120,6 +128,7 @@ CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("selection", by_name),
     ("models", models),
     ("login", login),
+    ("tokens", tokens),
 ]
 
 

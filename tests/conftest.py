@@ -22,8 +22,20 @@ from g4f_gptalk import GPTalk, redaction
 from g4f_gptalk.testing.server import GPTalkServer, ServerThread
 
 HELLO = [{"role": "user", "content": "Hello"}]
-COOKIES = importlib.util.find_spec("g4f.cookies") is not None
-"""Whether this g4f has a cookies folder (0.4 and newer), and so GPTalk a shared token file."""
+COOKIES = importlib.util.find_spec("g4f.cookies") is not None and hasattr(importlib.import_module("g4f.config"),
+                                                                           "COOKIES_DIR")
+"""Whether this g4f keeps a cookies folder of its own (0.5 and newer), and so GPTalk a shared token file."""
+REAL_HOME = str(Path.home())
+
+
+def fresh_cookies_dir(tmp_path: Path) -> Path:
+    """Where an interpreter of this g4f started by a test (its HOME and G4F_CONFIG_DIR under ``tmp_path``) keeps its
+    cookies: g4f 8 under G4F_CONFIG_DIR, older releases under the home folder, as ``g4f.config`` made
+    ``COOKIES_DIR`` here from the real one."""
+    config = importlib.import_module("g4f.config")
+    if "G4F_CONFIG_DIR" in Path(config.__file__).read_text():
+        return tmp_path / "config" / "cookies"
+    return Path(str(config.COOKIES_DIR).replace(REAL_HOME, str(tmp_path / "home"), 1))
 
 
 def pytest_report_header() -> str:
@@ -54,13 +66,13 @@ def isolated(monkeypatch: pytest.MonkeyPatch, g4f_dirs: dict[str, str], tmp_path
     # ~/.config/g4f/conversation.json grows with every run, and with it the prompt): each test gets its own home.
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    # g4f 8 keeps its cookies folder, and so GPTalk's shared token file, under G4F_CONFIG_DIR: each test its own,
-    # in this process and in the interpreters it starts
+    # g4f keeps its cookies folder, and so GPTalk's shared token file, under G4F_CONFIG_DIR (g4f 8) or the home
+    # folder: each test its own, in this process as in the interpreters it starts
     (tmp_path / "config").mkdir()
     monkeypatch.setenv("G4F_CONFIG_DIR", str(tmp_path / "config"))
-    cookies = getattr(importlib.import_module("g4f.cookies"), "CookiesConfig", None) if COOKIES else None
-    if cookies is not None:
-        monkeypatch.setattr(cookies, "cookies_dir", str(tmp_path / "config" / "cookies"))
+    if COOKIES:
+        monkeypatch.setattr(importlib.import_module("g4f.cookies").CookiesConfig, "cookies_dir",
+                            str(fresh_cookies_dir(tmp_path)))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.delenv("G4F_GPTALK_URL", raising=False)
     monkeypatch.delenv("G4F_PROXY", raising=False)

@@ -416,7 +416,8 @@ def test_doctor_reports_every_path_and_a_login(server):
     lines = result.stdout.splitlines()
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line.split(":")[0] for line in lines] == [
-        "ok    autoload", "ok    registry", "ok    provider list", "ok    selection", "ok    models", "ok    login"]
+        "ok    autoload", "ok    registry", "ok    provider list", "ok    selection", "ok    models", "ok    login",
+        "ok    tokens"]
     assert server.stats["logins"] == 1
 
 

@@ -219,11 +219,11 @@ class FileStore(MemoryStore):
 def _read(path: Path) -> dict[str, list[Entry]]:
     """The file's tokens by service URL; an empty table if the file is missing, unreadable or of another shape."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
         services = data["services"]
         if not isinstance(services, dict):
             raise TypeError

@@ -1,0 +1,284 @@
+"""One token economy: tokens shared by the processes of a machine through g4f's cookies folder, and logins fetched
+ahead of need. Processes really started, a real file, counts at the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import g4f
+import pytest
+
+from g4f_gptalk import GPTalk
+from g4f_gptalk.protocol import auth, token_store
+from g4f_gptalk.testing.server import Faults, echo_reply
+
+from .conftest import COOKIES, chat_async, fresh_cookies_dir, partial_chat, run_python
+from .test_integration import running_g4f_api
+from .test_sync import wait_until
+
+pytestmark = pytest.mark.skipif(not COOKIES, reason="this g4f has no cookies folder: tokens stay in memory")
+
+ONE_SHOT = textwrap.dedent("""
+    import sys, g4f
+    from g4f_gptalk.testing.server import echo_reply
+    g4f.debug.version_check = False
+    for n in range(int(sys.argv[1])):
+        said = f"{sys.argv[2]} {n}"
+        reply = g4f.ChatCompletion.create("", [{"role": "user", "content": said}], provider="GPTalk", timeout=30)
+        assert reply == echo_reply(said), reply
+    print("ok")
+""")
+
+
+def token_file(tmp_path: Path) -> Path:
+    return fresh_cookies_dir(tmp_path) / "auth_GPTalk.json"
+
+
+def one_shot(chats: int, who: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", ONE_SHOT, str(chats), who], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent, env={**os.environ, **env})
+
+
+def finished(process: subprocess.Popen[str]) -> str:
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return out
+
+
+def test_five_one_shot_processes_in_a_row_log_in_once(server, tmp_path):
+    for n in range(5):
+        assert finished(one_shot(1, f"process {n}")).split() == ["ok"]
+    assert server.stats["logins"] == 1 and server.stats["asks"] == 5  # before: 5 logins for 5 asks
+    assert json.loads(token_file(tmp_path).read_text())["services"] == {}  # used up: not kept
+
+
+def test_ten_processes_at_once_share_tokens_and_no_token_is_asked_a_sixth_time(server):
+    processes = [one_shot(3, f"process {n}") for n in range(10)]
+    assert [finished(process).split() for process in processes] == [["ok"]] * 10
+    # the server refuses a sixth ask on a token: none was refused; 30 asks need 6 tokens, one more may have been
+    # fetched ahead of need
+    assert server.stats["asks"] == 30 and server.stats["rejected"] == 0
+    assert server.stats["logins"] <= 7  # before: at least 10, one per process
+
+
+def test_g4f_api_with_two_workers_shares_tokens(server):
+    from openai import OpenAI
+
+    with running_g4f_api("--workers", "2") as base:
+        client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+        replies = [client.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": f"n{n}"}],
+                                                  extra_body={"provider": "GPTalk"}).choices[0].message.content
+                   for n in range(20)]
+    assert replies == [echo_reply(f"n{n}") for n in range(20)]
+    assert server.stats["asks"] == 20 and server.stats["rejected"] == 0 and server.stats["logins"] <= 5
+
+
+def test_the_token_file_is_private_and_holds_tokens_by_service(server, start_server, tmp_path, monkeypatch):
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    other = start_server()
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    path = token_file(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    services = json.loads(path.read_text())["services"]
+    assert set(services) == {server.url, other.url}  # two services never mix
+    assert [name for name in os.listdir(path.parent) if name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("content", ["", "{", "[1, 2]", '{"services": []}', '{"services": {"x": [{"token": 1}]}}',
+                                     "\x00\xff"])
+def test_a_token_file_that_cannot_be_read_is_ignored_and_rewritten(server, tmp_path, content, monkeypatch, capsys):
+    monkeypatch.setattr(g4f.debug, "logging", True)
+    path = token_file(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode("latin-1"))
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    assert json.loads(path.read_text())["services"][server.url][0]["asks"] == 1
+    assert f"GPTalk: ignored {path}" in capsys.readouterr().out or content == ""
+
+
+def test_an_expired_or_rejected_token_in_the_file_is_never_used_again(server, tmp_path):
+    path = token_file(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"services": {server.url: [
+        {"token": "expired-token-1", "expires_at": time.time() - 10, "asks": 0},
+        {"token": "unknown-to-the-server", "expires_at": time.time() + 3600, "asks": 0}]}}))
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")  # the unknown one is rejected: a new login
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    assert server.stats["rejected"] == 1 and server.stats["logins"] == 1
+    tokens = [entry["token"] for entry in json.loads(path.read_text())["services"][server.url]]
+    assert "expired-token-1" not in tokens and "unknown-to-the-server" not in tokens
+
+
+def test_a_folder_that_cannot_be_written_leaves_tokens_in_memory_with_a_debug_line(server, tmp_path, monkeypatch,
+                                                                                      capsys):
+    folder = fresh_cookies_dir(tmp_path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    if os.geteuid() == 0:  # root writes anywhere: a file where the folder should be stops it too
+        folder.write_text("not a folder")
+    else:
+        folder.mkdir(mode=0o500)
+    monkeypatch.setattr(g4f.debug, "logging", True)
+    assert ["".join(asyncio.run(chat_async())) for _ in range(3)] == [echo_reply("Hello")] * 3
+    assert server.stats["logins"] == 1
+    assert "GPTalk: the shared token file cannot be used" in capsys.readouterr().out
+
+
+def test_the_setting_turns_sharing_off(server, tmp_path):
+    for n in range(2):
+        assert finished(one_shot(1, f"process {n}", G4F_GPTALK_SHARED_TOKENS="0")).split() == ["ok"]
+    assert server.stats["logins"] == 2 and not token_file(tmp_path).exists()
+
+
+def test_forget_tokens_forgets_the_files_tokens_too(server, tmp_path):
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    GPTalk.forget_tokens(server.url)
+    assert finished(one_shot(1, "after")).split() == ["ok"]
+    assert server.stats["logins"] == 2
+    GPTalk.forget_tokens()
+    assert json.loads(token_file(tmp_path).read_text())["services"] == {}
+
+
+def test_doctor_says_where_the_token_file_is_and_never_what_is_in_it(server, tmp_path):
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    result = subprocess.run([sys.executable, "-m", "g4f_gptalk", "doctor"], capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).parent, stdin=subprocess.DEVNULL)
+    assert f"tokens: shared in {token_file(tmp_path)}" in result.stdout
+    tokens = [entry["token"] for entry in json.loads(token_file(tmp_path).read_text())["services"][server.url]]
+    assert tokens and not any(token in result.stdout + result.stderr for token in tokens)
+
+
+KILLED_WHILE_CHATTING = textwrap.dedent("""
+    import sys, g4f
+    g4f.debug.version_check = False
+    print("ready", flush=True)
+    while True:
+        g4f.ChatCompletion.create("", [{"role": "user", "content": "again"}], provider="GPTalk", timeout=30)
+""")
+
+
+def test_processes_killed_at_random_moments_leave_a_file_that_parses(server, tmp_path):
+    random.seed(7)
+    for _ in range(8):
+        victims = [subprocess.Popen([sys.executable, "-c", KILLED_WHILE_CHATTING], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True, cwd=Path(__file__).parent)
+                   for _ in range(3)]
+        for victim in victims:
+            assert victim.stdout is not None and victim.stdout.readline() == "ready\n"
+        time.sleep(random.uniform(0.05, 0.4))
+        for victim in victims:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            victim.stdout.close()
+        json.loads(token_file(tmp_path).read_text())  # whole at every moment
+    before = server.stats["logins"]
+    assert finished(one_shot(2, "after")).split() == ["ok"]
+    assert server.stats["logins"] - before <= 1 and server.stats["rejected"] == 0
+
+
+# -- logins ahead of need -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(GPTalk, "login_ahead", True)
+
+
+def test_a_chat_that_takes_the_last_ask_starts_the_next_login_so_the_next_chat_does_not_wait(server, ahead):
+    server.faults = Faults(login_delay=0.3, first_event_delay=0.4)  # a login shorter than a reply, as on the internet
+
+    async def ten_chats() -> list[float]:
+        took = []
+        for n in range(10):
+            started = time.monotonic()
+            assert "".join(await chat_async([{"role": "user", "content": f"n{n}"}])) == echo_reply(f"n{n}")
+            took.append(time.monotonic() - started)
+        return took
+
+    took = asyncio.run(ten_chats())
+    # the sixth chat found the token the fifth had fetched while its reply streamed (before: it waited 0.3 s more)
+    assert took[5] < 0.6 <= took[0]
+    assert wait_until(lambda: server.stats["logins"] == 3)  # the third, fetched by the tenth, is the one left unused
+    assert server.stats["rejected"] == 0
+
+
+def test_an_idle_process_never_logs_in_ahead(server, ahead, monkeypatch):
+    monkeypatch.setattr(auth, "PREFETCH_WHILE", 0.05)
+
+    async def chats_with_pauses() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0.1)  # longer than the chats are expected to keep coming
+            await chat_async()
+        await asyncio.sleep(0.5)
+
+    asyncio.run(chats_with_pauses())
+    assert server.stats["logins"] == 1
+
+
+def test_a_failed_login_ahead_leaves_the_next_chat_to_log_in_with_todays_words(server, ahead, monkeypatch):
+    async def run() -> tuple[tuple[str, BaseException | None], tuple[str, BaseException | None]]:
+        for _ in range(4):
+            await chat_async()
+        server.faults = Faults(login=["500"], times=1)  # the login ahead, started by the fifth chat, fails
+        fifth = await partial_chat()
+        while server.stats["logins"] < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        return fifth, await partial_chat()
+
+    fifth, sixth = asyncio.run(run())
+    assert fifth == (echo_reply("Hello"), None) and sixth == (echo_reply("Hello"), None)
+    assert server.stats["logins"] == 3  # the first, the failed one ahead, the sixth chat's own
+
+
+def test_a_login_ahead_goes_into_the_shared_file_for_the_next_process(server, ahead, tmp_path):
+    async def five() -> None:
+        for _ in range(5):
+            await chat_async()
+
+    asyncio.run(five())
+    assert wait_until(lambda: server.stats["logins"] == 2)
+    assert finished(one_shot(1, "next")).split() == ["ok"]
+    assert server.stats["logins"] == 2  # the next process took the token fetched ahead
+    assert json.loads(token_file(tmp_path).read_text())["services"][server.url][0]["asks"] == 1
+
+
+def test_a_forked_child_never_spends_its_parents_in_memory_count(server, monkeypatch):
+    monkeypatch.setenv("G4F_GPTALK_SHARED_TOKENS", "0")
+    out = run_python(textwrap.dedent("""
+        import os, g4f
+        g4f.debug.version_check = False
+        def chat():
+            return g4f.ChatCompletion.create("", [{"role": "user", "content": "x"}], provider="GPTalk")
+        chat()  # a token with four asks left, in memory
+        pid = os.fork()
+        if pid == 0:
+            for _ in range(4):
+                chat()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        for _ in range(3):
+            chat()
+        print("done")
+    """))
+    assert out.split() == ["done"]
+    # the child logged in for itself: had it spent the parent's token, that token would have been asked 8 times
+    assert server.stats["rejected"] == 0 and server.stats["logins"] == 2 and server.stats["asks"] == 8
+
+
+def test_no_token_appears_in_the_reprs(server):
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    store = auth.caches[server.url].store
+    shown = repr(auth.caches) + repr(store) + str(token_store.store_for(server.url).where())
+    assert not any(token in shown for token in server.issued)
