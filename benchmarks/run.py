@@ -21,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -208,6 +209,29 @@ def sync_interleaved(url: str, blocks: int, size: int) -> dict[str, float]:
             "stream_cpu_ratio": spent["stream"][1] / spent["async"][1]}
 
 
+def shared_file_cost(url: str, blocks: int, size: int) -> dict[str, float]:
+    """What the machine's shared token file costs a chat: alternating blocks of ``size`` sequential async chats with
+    it on and off (``G4F_GPTALK_SHARED_TOKENS``), in one loop, each block with its own fresh token cache; microseconds
+    of CPU per chat, on over off, after one block each to warm up."""
+    spent = {"on": 0.0, "off": 0.0}
+    chat: Chat = lambda messages: GPTalk.create_async_generator("gpt-3.5-turbo", messages)  # noqa: E731
+
+    async def main() -> None:
+        for block in range(blocks + 1):
+            for kind in (["on", "off"] if block % 2 else ["off", "on"]):
+                os.environ["G4F_GPTALK_SHARED_TOKENS"] = "1" if kind == "on" else "0"
+                GPTalk.forget_tokens()
+                cpu = time.process_time()
+                await sequential(size)(chat)  # type: ignore[misc]
+                if block:
+                    spent[kind] += time.process_time() - cpu
+        os.environ.pop("G4F_GPTALK_SHARED_TOKENS")
+        await closed()
+
+    asyncio.run(main())
+    return {"cpu": (spent["on"] - spent["off"]) / (blocks * size) * 1e6}
+
+
 def sequential(n: int) -> Callable[[Chat], object]:
     async def run(chat: Chat) -> None:
         for i in range(n):
@@ -294,6 +318,9 @@ def main() -> None:
     parser.add_argument("--plot", action="store_true", help="also reply_length.png in --results (needs matplotlib)")
     args = parser.parse_args()
     g4f.debug.version_check = False  # it would ask PyPI, from inside the timed part
+    scratch = tempfile.TemporaryDirectory()  # the shared token file, not the user's own cookies folder's
+    if hasattr(g4f, "cookies"):
+        g4f.cookies.set_cookies_dir(scratch.name)
     with local_server() as url:
         os.environ["G4F_GPTALK_URL"] = url
         scenarios: dict[str, Callable[[Chat], object]] = {
@@ -322,6 +349,7 @@ def main() -> None:
                 kept[("interleaved", "sequential")].append(interleaved(url, max(2, args.sequential // 40), 10, False))
                 kept[("interleaved", "concurrent")].append(interleaved(url, max(2, args.sequential // 40), 100, True))
                 kept[("interleaved", SYNC)].append(sync_interleaved(url, max(2, args.sequential // 40), 10))
+                kept[("shared file", "GPTalk")].append(shared_file_cost(url, max(2, args.sequential // 40), 20))
         scaling = {size: statistics.median(many_data_lines(size) for _ in range(3)) for size in (0.25, 0.5, 1.0)}
         table = report(samples, args.sequential, scaling)
     print(table)
@@ -407,6 +435,9 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, scali
                  "|---|---|"]
     for key, what in (("sync_cpu_ratio", "sync `ChatCompletion.create()`"), ("stream_cpu_ratio", "sync streaming")):
         overhead.append(f"| {what} | {spread([run[key] for run in samples[('interleaved', SYNC)]], 3)} |")
+    overhead += ["", "| the shared token file: CPU per warm chat, on over off, interleaved: median of rounds (range) | µs |",
+                 "|---|---|", f"| lock, read and write of `auth_GPTalk.json` per ask | "
+                 f"{spread([run['cpu'] for run in samples[('shared file', 'GPTalk')]], 0, '+')} |"]
 
     flat = ["", "| concurrent chats | " + " | ".join(f"{c} CPU µs per chat" for c in ("raw", "GPTalk"))
             + " | GPTalk / raw CPU, median (range) |", "|---|---|---|---|"]

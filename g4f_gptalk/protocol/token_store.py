@@ -124,32 +124,29 @@ class MemoryStore:
 class FileStore(MemoryStore):
     """A service's tokens in the machine's shared file; this process's memory once the file fails it."""
 
-    def __init__(self, url: str, folder: Callable[[], str]) -> None:
+    def __init__(self, url: str, folder: str) -> None:
         super().__init__()
         self.url = url
-        self._folder = folder
-        self._locks: dict[str, tuple[int, int]] = {}  # lock file path -> (pid, descriptor)
+        self.path = Path(folder) / FILE_NAME
+        self._opened: dict[str, tuple[int, int]] = {}  # file name -> (pid, descriptor), opened once per process
         self.failed = False
 
     def where(self) -> str:
-        return "memory" if self.failed else str(self.path())
-
-    def path(self) -> Path:
-        return Path(self._folder()) / FILE_NAME
+        return "memory" if self.failed else str(self.path)
 
     def _change(self, change: Callable[[list[Entry]], Any]) -> Any:
         if self.failed:
             return super()._change(change)
         try:
-            path = self.path()
-            with self._locked(path.with_name(FILE_NAME + ".lock")):
-                services = _read(path)
+            with self._locked():
+                raw, descriptor = self._read()
+                services = _parse(raw, self.path)
                 entries = services.setdefault(self.url, [])
-                before = json.dumps(entries)
+                before = [dict(entry) for entry in entries]
                 result = change(entries)
                 services[self.url] = _kept(entries, time.time())
-                if json.dumps(services[self.url]) != before:
-                    _write(path, {key: value for key, value in services.items() if value})
+                if services[self.url] != before:
+                    self._write(descriptor, {key: value for key, value in services.items() if value}, len(raw))
                 return result
         except OSError as exc:
             self.failed = True
@@ -157,33 +154,55 @@ class FileStore(MemoryStore):
                 f"process's memory")
             return super()._change(change)
 
+    def _descriptor(self, name: str, flags: int = os.O_RDWR) -> int:
+        """A descriptor of ``name`` in the folder, opened once per process (a forked child opens its own: a lock
+        belongs to the open file, which a child shares with its parent)."""
+        held = self._opened.get(name)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(self.path.with_name(name), flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._opened[name] = (os.getpid(), descriptor)
+        return descriptor
+
     @contextlib.contextmanager
-    def _locked(self, lock_path: Path, blocking: bool = True) -> Any:
-        descriptor = self._descriptor(lock_path)
-        fcntl.flock(descriptor, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def _locked(self) -> Any:
+        descriptor = self._descriptor(FILE_NAME + ".lock")
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(descriptor, fcntl.LOCK_UN)
 
-    def _descriptor(self, lock_path: Path) -> int:
-        """The lock file's descriptor, opened once per process (a forked child opens its own: a lock belongs to the
-        open file, which a child shares with its parent)."""
-        key = str(lock_path)
-        held = self._locks.get(key)
-        if held is not None and held[0] == os.getpid():
-            return held[1]
-        lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._locks[key] = (os.getpid(), descriptor)
-        return descriptor
+    def _read(self) -> tuple[bytes, int]:
+        """The file's bytes and a descriptor of it, under the lock; opened again if another process replaced it."""
+        descriptor = self._descriptor(FILE_NAME)
+        if os.stat(self.path).st_ino != os.fstat(descriptor).st_ino:  # replaced: the one held is the old file
+            os.close(descriptor)
+            del self._opened[FILE_NAME]
+            descriptor = self._descriptor(FILE_NAME)
+        return os.pread(descriptor, os.fstat(descriptor).st_size, 0), descriptor
+
+    def _write(self, descriptor: int, services: dict[str, list[Entry]], size: int) -> None:
+        """Write the tokens so that a process killed at any moment leaves the file whole: in place, in one write
+        within the file's first page, which the kernel makes at once (padded with spaces over what was longer);
+        past a page, written aside and moved into place (``os.replace``)."""
+        data = json.dumps({"services": services}).encode()
+        if max(len(data), size) <= IN_PLACE_BYTES:
+            os.pwrite(descriptor, data.ljust(size), 0)
+            return
+        aside = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
+        with open(os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as file:
+            file.write(data)
+        os.replace(aside, self.path)
 
     def forget_every_service(self) -> None:
+        if not self.path.exists():
+            return
         try:
-            path = self.path()
-            if path.exists():
-                with self._locked(path.with_name(FILE_NAME + ".lock")):
-                    _write(path, {})
+            with self._locked():
+                raw, descriptor = self._read()
+                self._write(descriptor, {}, len(raw))
         except OSError:
             pass
 
@@ -192,12 +211,11 @@ class FileStore(MemoryStore):
         """Held while this process logs in, so that the machine's processes log in one at a time: the others wait
         (polling, at most ``wait`` seconds) and then find the token this one stored. A process that dies holding it
         lets it go with its descriptor."""
-        if self.failed:
-            yield
-            return
         try:
-            descriptor = self._descriptor(self.path().with_name(FILE_NAME + ".login"))
+            descriptor = None if self.failed else self._descriptor(FILE_NAME + ".login")
         except OSError:
+            descriptor = None
+        if descriptor is None:
             yield
             return
         loop = asyncio.get_running_loop()
@@ -216,15 +234,16 @@ class FileStore(MemoryStore):
             fcntl.flock(descriptor, fcntl.LOCK_UN)
 
 
-def _read(path: Path) -> dict[str, list[Entry]]:
-    """The file's tokens by service URL; an empty table if the file is missing, unreadable or of another shape."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+IN_PLACE_BYTES = 4096
+"""A file up to this size is rewritten in place, in one write within its first page."""
+
+
+def _parse(raw: bytes, path: Path) -> dict[str, list[Entry]]:
+    """The file's tokens by service URL; an empty table if the file is empty, or unreadable or of another shape."""
+    if not raw.strip():
         return {}
     try:
-        data = json.loads(raw.decode("utf-8"))
-        services = data["services"]
+        services = json.loads(raw.decode("utf-8"))["services"]
         if not isinstance(services, dict):
             raise TypeError
         return {str(url): [_entry(item) for item in items] for url, items in services.items()}
@@ -241,15 +260,6 @@ def _entry(item: Any) -> Entry:
     return {"token": token, "expires_at": float(expires_at), "asks": asks}
 
 
-def _write(path: Path, services: dict[str, list[Entry]]) -> None:
-    """Replace the file atomically: written aside (0600), then moved into place."""
-    aside = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        json.dump({"services": services}, file)
-    os.replace(aside, path)
-
-
 def store_for(url: str) -> MemoryStore:
     """The store of ``url``'s tokens: the shared file, unless ``G4F_GPTALK_SHARED_TOKENS=0`` or this g4f has no
     cookies folder (before 0.4), or it is a relative folder that does not exist (g4f 0.4's ``./har_and_cookies``)."""
@@ -262,7 +272,7 @@ def store_for(url: str) -> MemoryStore:
     folder = get_cookies_dir()
     if not os.path.isabs(folder) and not os.path.isdir(folder):
         return MemoryStore()
-    return FileStore(url, get_cookies_dir)
+    return FileStore(url, folder)
 
 
 def forget(url: str | None = None) -> None:
