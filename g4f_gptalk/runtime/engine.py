@@ -148,14 +148,11 @@ class Engine:
         channel, future = self._start(items, stream)
         ended = False
         try:
-            while True:
-                for item in channel.take():
-                    if isinstance(item, _End):
-                        ended = True
-                        if item.error is not None:
-                            raise scrub_error(item.error)  # the one exit of every error to a caller
-                        return
-                    yield item
+            while not ended:
+                got, end = _split(channel.take())
+                yield from got
+                ended = end is not None
+                _raise_error_of(end)
         finally:
             if not ended:
                 future.cancel()
@@ -176,14 +173,12 @@ class Engine:
         channel, future = self._start(items, True)
         ended = False
         try:
-            while True:
-                for item in await channel.take_async():
-                    if isinstance(item, _End):
-                        ended = True
-                        if item.error is not None:
-                            raise scrub_error(item.error)  # the one exit of every error to a caller
-                        return
+            while not ended:
+                got, end = _split(await channel.take_async())
+                for item in got:
                     yield item
+                ended = end is not None
+                _raise_error_of(end)
         finally:
             if not ended:
                 future.cancel()
@@ -216,6 +211,20 @@ class Engine:
             self.thread.join(timeout=CANCEL_WAIT)
             if not self.thread.is_alive():
                 self.loop.close()
+
+
+def _split(batch: list[T | _End]) -> tuple[list[T], _End | None]:
+    """The items of a batch before its end, and the end if it came (always the last item put)."""
+    last = batch[-1] if batch else None
+    if isinstance(last, _End):
+        return batch[:-1], last  # type: ignore[return-value]
+    return batch, None  # type: ignore[return-value]
+
+
+def _raise_error_of(end: _End | None) -> None:
+    """The error that ended a chat, if any, raised scrubbed: the one exit of every error to a caller."""
+    if end is not None and end.error is not None:
+        raise scrub_error(end.error)
 
 
 async def _produce(items: AsyncIterator[T], channel: Channel[T], stream: bool) -> None:
