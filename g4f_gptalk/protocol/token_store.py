@@ -196,6 +196,10 @@ class FileStore(MemoryStore):
             file.write(data)
         os.replace(aside, self.path)
 
+    def forget(self) -> None:
+        if self.path.exists():  # forgetting makes no file
+            super().forget()
+
     def forget_every_service(self) -> None:
         if not self.path.exists():
             return
