@@ -27,7 +27,7 @@ from g4f_gptalk.testing.server import echo_reply
 
 HERE = Path(__file__).parent
 CLIENTS = ["raw", "GPTalk", "seed"]
-SYNC_CLIENTS = ["g4f sync", "g4f sync stream"]  # g4f.ChatCompletion.create, run on the portal's loop; sequential
+SYNC_CLIENTS = ["g4f sync", "g4f sync stream"]  # g4f.ChatCompletion.create, run on the engine's loop; sequential
 BASELINE = 10
 
 

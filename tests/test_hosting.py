@@ -150,7 +150,7 @@ def test_ctrl_c_in_a_sync_stream_interrupts_at_once_and_cancels_the_request(serv
 
 UNDER_UVLOOP = textwrap.dedent("""
     import asyncio, concurrent.futures, json, sys, threading, urllib.request, uvloop, g4f
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the portal's loop is a uvloop one
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the engine's loop is a uvloop one
     from g4f_gptalk.testing.server import echo_reply
     g4f.debug.version_check = False
 

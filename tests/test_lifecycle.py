@@ -232,7 +232,7 @@ POOL_OF_WORKERS = textwrap.dedent("""
     from g4f_gptalk.testing.server import echo_reply
     g4f.debug.version_check = False
     if __name__ == "__main__":
-        assert worker.chat("parent") == echo_reply("chat parent")  # the parent's portal and pool exist
+        assert worker.chat("parent") == echo_reply("chat parent")  # the parent's engine and pool exist
         with multiprocessing.get_context(sys.argv[1]).Pool(3) as workers:
             replies = workers.map(worker.chat, range(12))
         print(replies == [echo_reply(f"chat {n}") for n in range(12)], worker.chat("after") == echo_reply("chat after"))

@@ -1,4 +1,4 @@
-"""g4f's sync API: chats share the portal's connections and tokens, stream each piece as it arrives, stop cleanly,
+"""g4f's sync API: chats share the engine's connections and tokens, stream each piece as it arrives, stop cleanly,
 and leave nothing open at exit."""
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ FORK_THEN_CHAT_AT_ONCE = textwrap.dedent("""
                                              timeout=20) for n in range(10)]
         return replies == [echo_reply(f"{who} {n}") for n in range(10)]
 
-    assert chats("before")  # the parent's portal now holds a pooled connection
+    assert chats("before")  # the parent's engine now holds a pooled connection
     import warnings  # Python 3.12+ warns about fork() beside threads (libuv's resolver threads under uvloop): ours
     warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
     read_end, write_end = os.pipe()
@@ -234,8 +234,8 @@ def test_after_a_fork_child_and_parent_chat_at_once_with_exact_replies_and_no_no
 
 @pytest.mark.parametrize("cells_chat", ["logging in", "queued for that login", "streaming"])
 def test_a_sync_call_on_a_running_loop_does_not_wait_for_that_loops_login(server, cells_chat):
-    # A notebook: sync g4f inside a running loop blocks it. A login that loop's own chats began cannot finish
-    # meanwhile; a sync call queued for it would wait out its whole timeout.
+    # A notebook: sync g4f inside a running loop blocks it while that loop's own chats log in or stream. Before the
+    # engine, their login could not finish meanwhile, and a sync call queued for it waited out its whole timeout.
     server.faults = Faults(login_delay=1.0)
     if cells_chat == "streaming":
         async def slowly(index: int) -> None:

@@ -1,6 +1,6 @@
 """The GPTalk token lifecycle: one anonymous token serves at most 5 asks, and never past its expiry.
 
-All the rules live here. The HTTP login itself is the provider's (``_Call.login`` in ``provider``); this module decides when
+All the rules live here. The HTTP login itself is a chat's (``Call.login`` in ``chat``); this module decides when
 it is needed and makes concurrent chats share its result:
 
 - a token is handed out for one ask at a time (``reserve``), at most ``MAX_ASKS_PER_TOKEN`` times, and only while
@@ -9,7 +9,11 @@ it is needed and makes concurrent chats share its result:
   the engine's one loop), so N chats cost ceil(N / 5) logins;
 - a waiter waits no longer than its own call's deadline, and a login is bounded by the time of the call that began
   it, whatever becomes of that call, so nothing can wedge the cache;
-- a token the service rejects is dropped (``drop``) so that the next ``reserve`` logs in again.
+- a token the service rejects is dropped (``drop``) so that the next ``reserve`` logs in again;
+- a chat that takes the last ask while chats keep coming starts the next login ahead of need (``after_ask``).
+
+Where the tokens and their counts are kept, in memory or in the file the machine's processes share, is
+``token_store``'s.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """GPTalk's reply stream: server-sent events whose ``data`` is ``{"content": <the whole reply so far>}``.
 
 ``ReplyText`` turns the raw network chunks of that stream into the new text of each event, and ends at
-``data: [DONE]``. It is synchronous: the provider's one async loop over the response feeds it, so each event
+``data: [DONE]``. It is synchronous: the chat's one async loop over the response (``chat.converse``) feeds it, so each event
 costs no extra coroutine hops. The rules, which the tests hold it to:
 
 - SSE framing by the WHATWG event-stream rules: CR, LF and CRLF all end a line; a leading UTF-8 BOM is skipped;
