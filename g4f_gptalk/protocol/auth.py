@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..compat import log
+from ..runtime.engine import engine
 from .errors import http_date
 
 MAX_ASKS_PER_TOKEN = 5
@@ -111,8 +112,11 @@ class Token:
 
 
 PREFETCH_WHILE = 60.0
-"""Seconds since the previous chat within which a chat that takes the last ask starts the next login ahead of need;
-an idle process never logs in ahead."""
+"""Seconds since the previous chat within which a chat that leaves ``AHEAD_ASKS`` asks or fewer starts the next
+login ahead of need; an idle process never logs in ahead."""
+AHEAD_ASKS = 1
+"""The login ahead starts when this many asks are left: one chat early, so that a login on a connection of its own,
+TLS handshake included, is done before the next token is needed."""
 
 
 class TokenCache:
@@ -147,7 +151,7 @@ class TokenCache:
             token = await self._queue(wait)
             if token is not None:
                 return token
-        flight = self._login = asyncio.ensure_future(self._log_in(login, wait, for_a_chat=True))
+        flight = self._login = self._flight(login, wait, for_a_chat=True)
         try:
             token = await asyncio.shield(flight)
         except asyncio.CancelledError:
@@ -157,15 +161,22 @@ class TokenCache:
         return token
 
     def after_ask(self, login: Callable[[], Awaitable[Token]], wait: float) -> None:
-        """Start ``login`` in the background if the chat just served took the last ask there is and chats keep
-        coming (the one before came within ``PREFETCH_WHILE``): the next chat then finds a token. A login fetched
-        so that fails is no one's error: the next chat logs in itself."""
+        """Start ``login`` in the background if the chat just served left ``AHEAD_ASKS`` asks or fewer and chats
+        keep coming (the one before came within ``PREFETCH_WHILE``): the chat that needs a new token then finds
+        one. A login fetched so that fails is no one's error: the next chat logs in itself."""
         now = asyncio.get_running_loop().time()
         previous, self._last_chat = self._last_chat, now
-        if previous is None or now - previous > PREFETCH_WHILE or self._login is not None or self.store.left:
+        if previous is None or now - previous > PREFETCH_WHILE or self._login is not None \
+                or self.store.left > AHEAD_ASKS:
             return
-        flight = self._login = asyncio.ensure_future(self._log_in(login, wait, for_a_chat=False))
+        flight = self._login = self._flight(login, wait, for_a_chat=False)
         flight.add_done_callback(_ahead_of_need)
+
+    def _flight(self, login: Callable[[], Awaitable[Token]], wait: float, for_a_chat: bool) -> asyncio.Future[Any]:
+        """A login, as a task of its own that the interpreter's exit lets finish, so that its token is kept."""
+        flight = asyncio.ensure_future(self._log_in(login, wait, for_a_chat))
+        engine().kept_at_exit.add(flight)
+        return flight
 
     async def _queue(self, wait: float) -> Token | None:
         """A token counted for this chat's ask, or None when it is this chat's turn to log in."""
@@ -189,7 +200,7 @@ class TokenCache:
         try:
             async with self.store.login_turn(wait):
                 token = self.store.claim() if for_a_chat else None
-                if token is None and (for_a_chat or not self.store.asks_left()):
+                if token is None and (for_a_chat or self.store.asks_left() <= AHEAD_ASKS):
                     token = await login()
                     token.asks = 1 if for_a_chat else 0  # the ask of the chat that began it, if any
                     self.store.add(token)

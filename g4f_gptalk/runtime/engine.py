@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +23,8 @@ from .pool import Pool
 T = TypeVar("T")
 CANCEL_WAIT = 5.0
 """Seconds a sync caller that stopped early, or the interpreter at exit, waits for chats to be cancelled."""
+FINISH_WAIT = 2.0
+"""Seconds the interpreter's exit waits for the tasks it lets finish (``Engine.kept_at_exit``)."""
 
 
 class EngineThreadError(RuntimeError, G4FError):
@@ -127,6 +130,9 @@ class Engine:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
+        self.kept_at_exit: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+        """Tasks that the interpreter's exit lets finish (``FINISH_WAIT`` at most) before it cancels the rest: a
+        login whose token the next process will find in the shared file."""
         self.loop = asyncio.new_event_loop()
         self.pool = Pool(self.loop)
         self.thread = threading.Thread(target=self.loop.run_forever, name="g4f-gptalk", daemon=True)
@@ -195,6 +201,8 @@ class Engine:
             return
 
         async def finish() -> None:
+            if kept := [task for task in self.kept_at_exit if not task.done()]:
+                await asyncio.wait(kept, timeout=FINISH_WAIT)
             tasks = asyncio.all_tasks() - {asyncio.current_task()}
             for task in tasks:
                 task.cancel()
@@ -261,23 +269,12 @@ _engine_guard = threading.Lock()
 
 def engine() -> Engine:
     """The process's engine, started on first use (and afresh in a forked child)."""
-    current = _engine
-    if current is not None:
-        return current
-    return _start_engine()
-
-
-def _start_engine() -> Engine:
     global _engine
-    with _engine_guard:
-        if _engine is None:
-            _engine = Engine()
-        return _engine
-
-
-def pool() -> Pool:
-    """The engine's connection pool; to be used on the engine's loop only."""
-    return engine().pool
+    current = _engine
+    if current is None:
+        with _engine_guard:
+            current = _engine = _engine or Engine()
+    return current
 
 
 def close_connections() -> None:
