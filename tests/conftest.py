@@ -22,8 +22,8 @@ from g4f_gptalk import GPTalk, redaction
 from g4f_gptalk.testing.server import GPTalkServer, ServerThread
 
 HELLO = [{"role": "user", "content": "Hello"}]
-COOKIES = importlib.util.find_spec("g4f.cookies") is not None and hasattr(importlib.import_module("g4f.config"),
-                                                                           "COOKIES_DIR")
+COOKIES = all(importlib.util.find_spec(name) is not None for name in ("g4f.cookies", "g4f.config")) \
+    and hasattr(importlib.import_module("g4f.config"), "COOKIES_DIR")
 """Whether this g4f keeps a cookies folder of its own (0.5 and newer), and so GPTalk a shared token file."""
 REAL_HOME = str(Path.home())
 

@@ -20,7 +20,8 @@ class RawServer:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._closing = threading.Event()
-        self._connections: list[socket.socket] = []
+        self.connections: list[socket.socket] = []
+        """The connections accepted, in order."""
 
     def __enter__(self) -> RawServer:
         threading.Thread(target=self._accept, daemon=True).start()
@@ -29,7 +30,7 @@ class RawServer:
     def __exit__(self, *exc_info: object) -> None:
         self._closing.set()
         self._listener.close()
-        for connection in self._connections:
+        for connection in self.connections:
             connection.close()
 
     def _accept(self) -> None:
@@ -38,7 +39,7 @@ class RawServer:
                 connection, _ = self._listener.accept()
             except OSError:
                 return
-            self._connections.append(connection)
+            self.connections.append(connection)
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:

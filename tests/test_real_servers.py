@@ -21,6 +21,7 @@ from g4f_gptalk.runtime.engine import close_connections
 from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import chat, chat_async, partial_chat
+from .raw_server import ASK, LOGIN, RawServer, json_answer
 from .test_faults import closed_at_the_server
 from .test_sync import wait_until
 
@@ -238,3 +239,26 @@ def test_origin_is_scheme_host_and_port_and_referer_keeps_the_path(start_server)
     assert server.url == origin + "/gptalk"
     assert {(headers["origin"], headers["referer"]) for _, headers, _ in server.requests} == {
         (origin, server.url + "/")}
+
+
+# -- bytes after a body ---------------------------------------------------------------------------------------------
+
+SSE = b'data: {"content": "Hi"}\n\ndata: {"content": "Hi there"}\n\ndata: [DONE]\n\n'
+
+
+def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_its_connection_not_reused(monkeypatch):
+    def answer(connection, request: bytes, number: int) -> None:
+        if request.startswith(b"POST /api/chatgpt/user/login"):
+            connection.sendall(json_answer(LOGIN))
+        elif request.startswith(b"POST"):
+            connection.sendall(json_answer(ASK))
+        else:  # the head first, then the whole body and junk after it in one write
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+                               % len(SSE))
+            time.sleep(0.05)
+            connection.sendall(SSE + b"junk from a broken proxy\r\n\r\n")
+
+    with RawServer(answer) as raw:
+        monkeypatch.setenv("G4F_GPTALK_URL", raw.url)
+        assert [asyncio.run(partial_chat()) for _ in range(2)] == [("Hi there", None)] * 2
+        assert len(raw.connections) == 2  # the one the junk came on was not handed out again
