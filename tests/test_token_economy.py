@@ -120,6 +120,21 @@ def test_an_expired_or_rejected_token_in_the_file_is_never_used_again(server, tm
     assert "expired-token-1" not in tokens and "unknown-to-the-server" not in tokens
 
 
+@pytest.mark.parametrize("change", ["removed", "replaced"])
+def test_a_token_file_removed_or_replaced_while_a_process_chats_is_shared_again(server, tmp_path, change):
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    path = token_file(tmp_path)
+    kept = path.read_bytes()
+    path.unlink()  # by a user, or by another program that writes the file aside and moves it into place
+    if change == "replaced":
+        path.with_name("aside").write_bytes(kept)
+        path.with_name("aside").replace(path)
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    assert finished(one_shot(1, "after")).split() == ["ok"]  # finds the file's token, not one in memory only
+    assert server.stats["logins"] == (2 if change == "removed" else 1)
+    assert json.loads(path.read_text())["services"][server.url][0]["asks"] == (2 if change == "removed" else 3)
+
+
 def test_a_folder_that_cannot_be_written_leaves_tokens_in_memory_with_a_debug_line(server, tmp_path, monkeypatch,
                                                                                       capsys):
     folder = fresh_cookies_dir(tmp_path)

@@ -175,13 +175,16 @@ class FileStore(MemoryStore):
             fcntl.flock(descriptor, fcntl.LOCK_UN)
 
     def _read(self) -> tuple[bytes, int]:
-        """The file's bytes and a descriptor of it, under the lock; opened again if another process replaced it."""
+        """The file's bytes and a descriptor of it, under the lock; opened again (made again if need be) if the one
+        held was replaced or removed meanwhile: then it has no name left."""
         descriptor = self._descriptor(FILE_NAME)
-        if os.stat(self.path).st_ino != os.fstat(descriptor).st_ino:  # replaced: the one held is the old file
+        held = os.fstat(descriptor)
+        if held.st_nlink == 0:
             os.close(descriptor)
             del self._opened[FILE_NAME]
             descriptor = self._descriptor(FILE_NAME)
-        return os.pread(descriptor, os.fstat(descriptor).st_size, 0), descriptor
+            held = os.fstat(descriptor)
+        return os.pread(descriptor, held.st_size, 0), descriptor
 
     def _write(self, descriptor: int, services: dict[str, list[Entry]], size: int) -> None:
         """Write the tokens so that a process killed at any moment leaves the file whole: in place, in one write
