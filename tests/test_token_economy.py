@@ -166,6 +166,17 @@ def test_an_expired_or_rejected_token_in_the_file_is_never_used_again(server, tm
     assert "expired-token-1" not in tokens and "unknown-to-the-server" not in tokens
 
 
+def test_asks_another_process_claimed_are_seen_though_the_file_keeps_its_size(server, tmp_path):
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    path = token_file(tmp_path)
+    before = path.read_bytes()
+    used_up = before.replace(b'"asks": 1', b'"asks": 5')  # as another process's four asks leave it, in place
+    assert len(used_up) == len(before) and used_up != before
+    path.write_bytes(used_up)
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    assert server.stats["logins"] == 2 and server.stats["rejected"] == 0  # no sixth ask on the used-up token
+
+
 @pytest.mark.parametrize("change", ["removed", "replaced"])
 def test_a_token_file_removed_or_replaced_while_a_process_chats_is_shared_again(server, tmp_path, change):
     assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")

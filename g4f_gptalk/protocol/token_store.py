@@ -129,6 +129,9 @@ class FileStore(MemoryStore):
         self.url = url
         self.path = Path(folder) / FILE_NAME
         self._opened: dict[str, tuple[int, int]] = {}  # file name -> (pid, descriptor), opened once per process
+        self._known: tuple[bytes, dict[str, list[Entry]]] = (b"", {})
+        """The file's bytes as this process last read or wrote them, and their tokens: the same bytes again (no
+        other process wrote meanwhile) need no parsing."""
         self.failed = False
 
     def where(self) -> str:
@@ -140,7 +143,7 @@ class FileStore(MemoryStore):
         try:
             with self._locked():
                 raw, descriptor = self._read()
-                services = _parse(raw, self.path)
+                services = _copy(self._known[1]) if raw == self._known[0] else _parse(raw, self.path)
                 entries = services.setdefault(self.url, [])
                 before = [dict(entry) for entry in entries]
                 result = change(entries)
@@ -192,12 +195,15 @@ class FileStore(MemoryStore):
         past a page, written aside and moved into place (``os.replace``)."""
         data = json.dumps({"services": services}).encode()
         if max(len(data), size) <= IN_PLACE_BYTES:
-            os.pwrite(descriptor, data.ljust(size), 0)
+            data = data.ljust(size)
+            os.pwrite(descriptor, data, 0)
+            self._known = (data, _copy(services))
             return
         aside = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
         with open(os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as file:
             file.write(data)
         os.replace(aside, self.path)
+        self._known = (data, _copy(services))
 
     def forget(self) -> None:
         if self.path.exists():  # forgetting makes no file
@@ -257,6 +263,10 @@ def _parse(raw: bytes, path: Path) -> dict[str, list[Entry]]:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         log(f"GPTalk: ignored {path}: not a token file of this plugin's; the next login rewrites it")
         return {}
+
+
+def _copy(services: dict[str, list[Entry]]) -> dict[str, list[Entry]]:
+    return {url: [dict(entry) for entry in entries] for url, entries in services.items()}
 
 
 def _entry(item: Any) -> Entry:
