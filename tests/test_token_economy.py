@@ -23,6 +23,7 @@ import pytest
 
 from g4f_gptalk import GPTalk
 from g4f_gptalk.protocol import auth, token_store
+from g4f_gptalk.protocol.errors import GPTalkTimeoutError
 from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import COOKIES, chat_async, fresh_cookies_dir, partial_chat, run_python
@@ -164,6 +165,35 @@ def test_an_expired_or_rejected_token_in_the_file_is_never_used_again(server, tm
     assert server.stats["rejected"] == 1 and server.stats["logins"] == 1
     tokens = [entry["token"] for entry in json.loads(path.read_text())["services"][server.url]]
     assert "expired-token-1" not in tokens and "unknown-to-the-server" not in tokens
+
+
+HOLDS_THE_LOGIN_LOCK = textwrap.dedent("""
+    import fcntl, os, sys, time
+    descriptor = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    print("holding", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_chat_waits_for_another_process_login_within_its_own_time_and_after_it_dies_logs_in(server, tmp_path):
+    path = token_file(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDS_THE_LOGIN_LOCK, f"{path}.login"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        started = time.monotonic()
+        text, error = asyncio.run(partial_chat(timeout=1))
+        assert text == "" and isinstance(error, GPTalkTimeoutError) and time.monotonic() - started < 5
+        assert str(error) == "GPTalk login: the call's timeout ran out while another chat was logging in"
+        assert server.stats["logins"] == 0
+    finally:
+        holder.kill()  # dies holding the lock: the kernel lets it go
+        holder.wait()
+        holder.stdout.close()
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    assert server.stats["logins"] == 1
 
 
 def test_asks_another_process_claimed_are_seen_though_the_file_keeps_its_size(server, tmp_path):
