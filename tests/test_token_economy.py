@@ -167,6 +167,16 @@ def test_an_expired_or_rejected_token_in_the_file_is_never_used_again(server, tm
     assert "expired-token-1" not in tokens and "unknown-to-the-server" not in tokens
 
 
+def test_g4fs_reader_of_the_cookies_folder_passes_over_the_token_file(server, tmp_path, monkeypatch, capsys):
+    from g4f.cookies import CookiesConfig, read_cookie_files
+
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    monkeypatch.setattr(g4f.debug, "logging", True)
+    monkeypatch.setattr(CookiesConfig, "cookies", {})
+    read_cookie_files(str(token_file(tmp_path).parent))  # as `g4f api` and g4f's GUI read it at start
+    assert CookiesConfig.cookies == {} and "auth_GPTalk" not in capsys.readouterr().out
+
+
 HOLDS_THE_LOGIN_LOCK = textwrap.dedent("""
     import fcntl, os, sys, time
     descriptor = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
