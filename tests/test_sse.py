@@ -121,6 +121,12 @@ def test_any_stream_split_anyhow_decodes_as_the_rules_say(pieces):
         == whatwg_events(b"".join(line + end for line, end, _ in pieces))
 
 
+def test_an_empty_chunk_between_a_cr_and_its_lf_leaves_them_one_line_end():
+    decoder = EventDecoder()  # found by the test above: the empty chunk used to end the CR's wait for its LF
+    assert [event for chunk in [b"data: x\r", b"", b"\n", b"data: x\n"] for event in decoder.feed(chunk)] == []
+    assert decoder.feed(b"\n") == [b"x\nx"]
+
+
 def test_an_event_begun_in_one_chunk_goes_on_in_the_next():
     decoder = EventDecoder()
     assert decoder.feed(b"data: a\n") == [] and decoder.feed(b"data: b\n\n") == [b"a\nb"]

@@ -53,7 +53,7 @@ class EventDecoder:
     def feed(self, chunk: bytes) -> list[bytes]:
         if self._start is not None:
             chunk = self._skip_bom(chunk)
-        if self._cr:
+        if self._cr and chunk:  # an empty chunk leaves the CR waiting for its LF
             self._cr = False
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]
