@@ -332,9 +332,10 @@ def test_arguments_the_service_has_no_setting_for_are_ignored_with_one_debug_lin
     assert said == ["GPTalk: ignored max_tokens, stop, top_p, web_search: the service has no such setting"]
 
 
-def test_gfours_clients_name_gptalk_and_the_model_and_legacy_text_stays_the_reply(server):
+def test_gfours_clients_name_gptalk_and_the_model_and_legacy_text_stays_the_reply(server, monkeypatch):
     from g4f.client import AsyncClient, Client
 
+    monkeypatch.setattr(GPTalk, "last_model", None, raising=False)  # as in a fresh process, whatever ran before
     messages = [{"role": "user", "content": "Hello"}]
     answers = [Client().chat.completions.create(model="GPTalk:gpt-3.5-turbo", messages=messages, provider="GPTalk"),
                next(iter(Client().chat.completions.create(model="gpt-3.5-turbo", messages=messages, provider="GPTalk",

@@ -100,8 +100,10 @@ async def converse(provider: Any, model: str, messages: Messages, /, proxy: str 
     heat = arguments.temperature_of(temperature)
     if kwargs and debug.logging and (ignored := arguments.unused(kwargs)):
         log(f"GPTalk: ignored {', '.join(ignored)}: the service has no such setting")
-    if model not in provider.models:  # a listed model needs no check, and g4f's get_model returns it as it is
+    if model not in provider.models:
         model = _model(provider, model)
+    else:  # a listed model needs no check (g4f's get_model returns it as it is); what get_model records is recorded
+        provider.last_model = model  # g4f 0.4's AsyncClient names the answer's model from it
     total = provider.timeout if timeout is None else arguments.seconds("timeout", timeout, provider.timeout)
     connections = pool_of_engine()
     if connections.draining:
