@@ -34,7 +34,7 @@ from clients import RawClient, SeedClient
 
 from g4f_gptalk import GPTalk
 from g4f_gptalk.protocol.sse import ReplyText
-from g4f_gptalk.runtime.engine import close_connections
+from g4f_gptalk.runtime.engine import close_connections, engine
 from g4f_gptalk.testing.server import GPTalkServer, echo_reply
 
 Chat = Callable[[list[dict[str, str]]], AsyncIterator[str]]
@@ -295,6 +295,32 @@ def long_reply(events: int) -> Callable[[Chat], object]:
     return run
 
 
+def engine_hand_off(blocks: int = 20, size: int = 50) -> dict[str, float]:
+    """What the engine's hand-off alone costs a chat: 15 items made after one wait of a network's kind (both threads
+    asleep meanwhile), taken through ``engine().relay`` against iterated in the caller's own loop, in alternating
+    blocks of ``size``; microseconds per relay, relayed over direct."""
+    async def fifteen() -> AsyncIterator[int]:
+        await asyncio.sleep(0.0003)
+        for item in range(15):
+            yield item
+
+    async def main() -> dict[str, float]:
+        spent = {"relayed": [0.0, 0.0], "direct": [0.0, 0.0]}
+        for block in range(blocks + 1):
+            for kind in (["direct", "relayed"] if block % 2 else ["relayed", "direct"]):
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(size):
+                    items = engine().relay(fifteen()) if kind == "relayed" else fifteen()
+                    assert [item async for item in items] == list(range(15))
+                if block:
+                    spent[kind][0] += time.perf_counter() - wall
+                    spent[kind][1] += time.process_time() - cpu
+        return {key: (spent["relayed"][index] - spent["direct"][index]) / (blocks * size) * 1e6
+                for index, key in enumerate(("wall", "cpu"))}
+
+    return asyncio.run(main())
+
+
 def many_data_lines(megabytes: float, write: int = 64) -> float:
     """CPU seconds to read one event of ``megabytes`` of ``data:`` lines (JSON with whitespace between its
     tokens) arriving in ``write``-byte pieces: a decoder that rescans what it holds would grow quadratically."""
@@ -350,6 +376,7 @@ def main() -> None:
                 kept[("interleaved", "concurrent")].append(interleaved(url, max(2, args.sequential // 40), 100, True))
                 kept[("interleaved", SYNC)].append(sync_interleaved(url, max(2, args.sequential // 40), 10))
                 kept[("shared file", "GPTalk")].append(shared_file_cost(url, max(2, args.sequential // 40), 20))
+                kept[("hand-off", "GPTalk")].append(engine_hand_off(max(2, args.sequential // 20)))
         scaling = {size: statistics.median(many_data_lines(size) for _ in range(3)) for size in (0.25, 0.5, 1.0)}
         table = report(samples, args.sequential, scaling)
     print(table)
@@ -438,6 +465,11 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, scali
     overhead += ["", "| the shared token file: CPU per warm chat, on over off, interleaved: median of rounds (range) | µs |",
                  "|---|---|", f"| lock, read and write of `auth_GPTalk.json` per ask | "
                  f"{spread([run['cpu'] for run in samples[('shared file', 'GPTalk')]], 0, '+')} |"]
+    overhead += ["", "| the engine's hand-off alone: 15 items after one wait, relayed over iterated in the caller's loop: "
+                 "median of rounds (range) | wall µs | CPU µs |", "|---|---|---|",
+                 "| `engine().relay` per chat | " + " | ".join(
+                     spread([run[key] for run in samples[("hand-off", "GPTalk")]], 0, "+") for key in ("wall", "cpu"))
+                 + " |"]
 
     flat = ["", "| concurrent chats | " + " | ".join(f"{c} CPU µs per chat" for c in ("raw", "GPTalk"))
             + " | GPTalk / raw CPU, median (range) |", "|---|---|---|---|"]
