@@ -206,6 +206,22 @@ def test_a_chat_waits_for_another_process_login_within_its_own_time_and_after_it
     assert server.stats["logins"] == 1
 
 
+def test_a_cookies_folder_set_while_the_process_runs_is_where_tokens_go_from_the_next_chat(server, tmp_path):
+    from g4f.cookies import get_cookies_dir, set_cookies_dir
+
+    first = token_file(tmp_path)
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    set_cookies_dir(str(tmp_path / "elsewhere"))  # as g4f's own providers follow it, at any time
+    (tmp_path / "elsewhere").mkdir(exist_ok=True)
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    assert server.stats["logins"] == 2  # a folder of its own: its own tokens
+    assert json.loads((tmp_path / "elsewhere" / "auth_GPTalk.json").read_text())["services"][server.url][0]["asks"] == 1
+    set_cookies_dir(str(first.parent))
+    assert get_cookies_dir() == str(first.parent)
+    assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
+    assert server.stats["logins"] == 2 and json.loads(first.read_text())["services"][server.url][0]["asks"] == 2
+
+
 def test_asks_another_process_claimed_are_seen_though_the_file_keeps_its_size(server, tmp_path):
     assert "".join(asyncio.run(chat_async())) == echo_reply("Hello")
     path = token_file(tmp_path)

@@ -248,9 +248,9 @@ caches: dict[str, TokenCache] = {}
 
 
 def cache_for(url: str) -> TokenCache:
-    """The token cache of the service at ``url``, made on first use."""
+    """The token cache of the service at ``url``, made on first use, and again when g4f's cookies folder changed."""
     cache = caches.get(url)
-    if cache is None:
+    if cache is None or cache.store.moved():
         from .token_store import store_for
 
         cache = caches[url] = TokenCache(store_for(url))

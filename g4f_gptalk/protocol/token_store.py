@@ -65,10 +65,17 @@ def _kept(entries: list[Entry], now: float) -> list[Entry]:
 class MemoryStore:
     """A service's tokens in this process's memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: str | None = None) -> None:
         self._entries: list[Entry] = []
         self.left = 0
         """The asks left (on tokens not about to expire) after the last ``claim``."""
+        self.folder = folder
+        """The cookies folder this store was chosen for; None where the choice did not depend on one."""
+
+    def moved(self) -> bool:
+        """Whether g4f's cookies folder is another one now (``g4f.cookies.set_cookies_dir``): then the next chat
+        takes the store of the new one, as g4f's own providers follow it."""
+        return self.folder is not None and _cookies_config is not None and _cookies_config.cookies_dir != self.folder
 
     def _change(self, change: Callable[[list[Entry]], Any]) -> Any:
         result = change(self._entries)
@@ -125,7 +132,7 @@ class FileStore(MemoryStore):
     """A service's tokens in the machine's shared file; this process's memory once the file fails it."""
 
     def __init__(self, url: str, folder: str) -> None:
-        super().__init__()
+        super().__init__(folder)
         self.url = url
         self.path = Path(folder) / FILE_NAME
         self._opened: dict[str, tuple[int, int]] = {}  # file name -> (pid, descriptor), opened once per process
@@ -280,16 +287,21 @@ def _entry(item: Any) -> Entry:
 def store_for(url: str) -> MemoryStore:
     """The store of ``url``'s tokens: the shared file, unless ``G4F_GPTALK_SHARED_TOKENS=0`` or this g4f has no
     cookies folder (before 0.4), or it is a relative folder that does not exist (g4f 0.4's ``./har_and_cookies``)."""
+    global _cookies_config
     if os.environ.get(SETTING, "1") == "0" or fcntl is None:
         return MemoryStore()
     try:
-        from g4f.cookies import get_cookies_dir
+        from g4f.cookies import CookiesConfig, get_cookies_dir
     except ImportError:
         return MemoryStore()
-    folder = get_cookies_dir()
+    _cookies_config, folder = CookiesConfig, get_cookies_dir()
     if not os.path.isabs(folder) and not os.path.isdir(folder):
-        return MemoryStore()
+        return MemoryStore(folder)
     return FileStore(url, folder)
+
+
+_cookies_config: Any = None
+"""``g4f.cookies.CookiesConfig``, once a store was chosen: where g4f keeps its cookies folder."""
 
 
 def forget(url: str | None = None) -> None:
