@@ -1,12 +1,13 @@
 """Where a service's tokens and their counted asks are kept: in this process's memory, or in a file that every
 process of the machine shares, ``g4f.cookies.get_cookies_dir()/auth_GPTalk.json``, as g4f's own providers keep
-their auth (``AuthFileMixin``), but locked, replaced atomically and private (0600).
+their auth (``AuthFileMixin``), but locked, written whole or not at all, and private (0600).
 
 The file holds, for each service URL, the tokens with asks left: ``{"services": {url: [{"token", "expires_at",
 "asks"}, ...]}}``. An ask is claimed under an advisory lock (``fcntl.flock``), so that no token is sent a sixth ask
-whatever the number of processes; a process killed at any moment leaves the file whole (it is written aside and
-moved into place). A file that cannot be read is ignored and rewritten; a folder that cannot be written or locked
-leaves the process with its memory, as without the file. ``docs/design.md`` ("Tokens") says why.
+whatever the number of processes; a process killed at any moment leaves the file whole (it is rewritten by one
+write within its first page, or past that written aside and moved into place). A file that cannot be read is
+ignored and rewritten; a folder that cannot be written or locked leaves the process with its memory, as without
+the file. The folder is g4f's as it is set at each chat. ``docs/design.md`` ("Tokens") says why.
 """
 
 from __future__ import annotations
