@@ -138,9 +138,20 @@ class Engine:
         self.thread = threading.Thread(target=self.loop.run_forever, name="g4f-gptalk", daemon=True)
         self.thread.start()
 
-    def _start(self, items: AsyncIterator[T], stream: bool) -> tuple[Channel[T], Any]:
+    def _start(self, items: AsyncIterator[T], stream: bool) -> tuple[Channel[T], Callable[[], None]]:
+        """A channel of ``items``, made a task of the engine, and what cancels that task (from any thread: the
+        engine runs what it is handed in order, so the task exists by the time a cancel reaches it)."""
         channel: Channel[T] = Channel(self.loop)
-        return channel, asyncio.run_coroutine_threadsafe(_produce(items, channel, stream), self.loop)
+        started: list[asyncio.Task[None]] = []
+        self.loop.call_soon_threadsafe(lambda: started.append(self.loop.create_task(_produce(items, channel, stream))))
+
+        def cancel() -> None:
+            try:
+                self.loop.call_soon_threadsafe(lambda: started[0].cancel())
+            except RuntimeError:  # the engine's loop is closed (the interpreter is exiting): nothing runs there
+                pass
+
+        return channel, cancel
 
     def iterate(self, items: AsyncIterator[T], stream: bool = True) -> Iterator[T]:
         """The items of ``items``, run as a task of the engine, for a sync caller in any thread (each ``next()`` may
@@ -151,7 +162,7 @@ class Engine:
             raise EngineThreadError(
                 "GPTalk: a sync call on g4f-gptalk's own thread (from a g4f.debug.log_handler, say) would wait for "
                 "itself; make it from another thread, or use the async API")
-        channel, future = self._start(items, stream)
+        channel, cancel = self._start(items, stream)
         ended = False
         try:
             while not ended:
@@ -161,7 +172,7 @@ class Engine:
                 _raise_error_of(end)
         finally:
             if not ended:
-                future.cancel()
+                cancel()
                 _wait_for_end(channel)
 
     async def relay(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -176,7 +187,7 @@ class Engine:
                 scrub_error(exc)
                 raise
             return
-        channel, future = self._start(items, True)
+        channel, cancel = self._start(items, True)
         ended = False
         try:
             while not ended:
@@ -187,7 +198,7 @@ class Engine:
                 _raise_error_of(end)
         finally:
             if not ended:
-                future.cancel()
+                cancel()
 
     async def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """The result of ``coroutine``, run as a task of the engine, for a caller in any event loop."""
