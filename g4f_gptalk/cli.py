@@ -15,6 +15,7 @@ TYPE_CHECKING = False  # not typing's, which costs ~15 ms to import: see below
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Sequence
+    from typing import Any
 
 URL_ENV = "G4F_GPTALK_URL"  # provider.URL_ENV, which is not imported before main() runs
 DEFAULT_PROMPT = "Hello, GPTalk! Say something in a few languages."
@@ -133,6 +134,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; exits 0, 1 on a failure (one line on stderr), 2 on bad usage, 130 on Ctrl-C."""
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: _interrupt_again(unraisable, previous_hook)
     try:
         return _run(argv)
     except BaseException as exc:
@@ -140,6 +143,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _Output.end_line()
         return 130
+    finally:
+        sys.unraisablehook = previous_hook
+
+
+def _interrupt_again(unraisable: Any, previous_hook: Callable[[Any], object]) -> None:
+    """A Ctrl-C that landed in a callback Python runs on its own (a weak reference's, as importlib's module locks
+    have, or a ``__del__``), where Python would print it and go on, is made again in the main thread a moment
+    later, once this hook has returned (made here, it would land in the hook and be printed the same way); anything
+    else is the previous hook's."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        import threading
+
+        again = threading.Timer(INTERRUPT_AGAIN_AFTER, _signal_main_thread, (threading.main_thread().ident,))
+        again.daemon = True  # a command that ends meanwhile is not held back for it
+        again.start()
+    else:
+        previous_hook(unraisable)
+
+
+def _signal_main_thread(ident: int) -> None:
+    """SIGINT to the main thread itself, which wakes it from a blocking wait as Ctrl-C does."""
+    import signal
+
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(ident, signal.SIGINT)
+    else:  # Windows: the main thread is interrupted at its next Python instruction
+        import _thread
+
+        _thread.interrupt_main()
+
+
+INTERRUPT_AGAIN_AFTER = 0.01
+"""Seconds after a Ctrl-C that Python swallowed in a callback at which the main thread is interrupted again."""
 
 
 def _interrupted(exc: BaseException | None) -> bool:

@@ -165,6 +165,26 @@ def test_ctrl_c_at_any_moment_of_demo_exits_130_without_a_traceback(after):
     assert process.returncode in (0, 130, -signal.SIGINT) and "Traceback" not in err, err
 
 
+CTRL_C_IN_A_CALLBACK = AS_FROM_A_TERMINAL.replace("from g4f_gptalk.cli import main; ", """\
+import time, weakref, g4f_gptalk.cli as cli
+class Held: pass
+def run(argv):
+    held = Held()
+    watch = weakref.ref(held, lambda _: signal.raise_signal(signal.SIGINT))  # as importlib's module locks'
+    del held  # the Ctrl-C lands in the callback, where Python would only print it and go on
+    time.sleep(60)  # the Ctrl-C made again wakes it, as a real one does (the test waits 30 s at most)
+    print('went on', flush=True)
+    return 0
+cli._run = run; main = cli.main; """)
+
+
+def test_ctrl_c_that_lands_in_a_callback_of_pythons_still_exits_130_without_a_traceback():
+    # seen in CI: Ctrl-C while an import's module lock was freed ("Exception ignored in: ... _get_module_lock")
+    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_A_CALLBACK, "demo"], capture_output=True, text=True,
+                            timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "ready\n")
+
+
 def test_a_port_out_of_range_is_named_by_serve():
     result = g4f_gptalk("serve", "--port", "99999")
     assert result.returncode == 2
