@@ -246,17 +246,28 @@ def test_origin_is_scheme_host_and_port_and_referer_keeps_the_path(start_server)
 SSE = b'data: {"content": "Hi"}\n\ndata: {"content": "Hi there"}\n\ndata: [DONE]\n\n'
 
 
-def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_its_connection_not_reused(monkeypatch):
+CHUNKED = b"".join(b"%x\r\n%s\n\n\r\n" % (len(event) + 2, event) for event in SSE.split(b"\n\n")[:-1]) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("how", ["head-first", "one-write", "one-write-chunked"])
+def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_its_connection_not_reused(
+        monkeypatch, how):
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    junk = b"junk from a broken proxy\r\n\r\n"
+
     def answer(connection, request: bytes, number: int) -> None:
         if request.startswith(b"POST /api/chatgpt/user/login"):
             connection.sendall(json_answer(LOGIN))
         elif request.startswith(b"POST"):
             connection.sendall(json_answer(ASK))
-        else:  # the head first, then the whole body and junk after it in one write
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
-                               % len(SSE))
+        elif how == "head-first":  # the head, then the whole body and junk after it in one write
+            connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(SSE))
             time.sleep(0.05)
-            connection.sendall(SSE + b"junk from a broken proxy\r\n\r\n")
+            connection.sendall(SSE + junk)
+        elif how == "one-write":  # head, body and junk in one write: one read for the client's parser
+            connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(SSE) + SSE + junk)
+        else:  # the same, an event a chunk
+            connection.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED + junk)
 
     with RawServer(answer) as raw:
         monkeypatch.setenv("G4F_GPTALK_URL", raw.url)

@@ -123,7 +123,7 @@ async def converse(provider: Any, model: str, messages: Messages, /, proxy: str 
     response = await call.stream(stream_token)
     chunk = b""
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in response.content.iter_chunked(pool.STREAM_READ):
             for delta in reply.deltas(chunk):
                 yield delta
             if reply.done:
@@ -322,7 +322,8 @@ class Call:
         """The reply stream's response, its status checked; the caller reads and releases it, and turns what fails
         meanwhile into a g4f error with ``stream_failure``."""
         response = await self._sent("stream", self._send("stream", "GET", "/api/chatgpt/chatapi/stream",
-                                                         params={"token": stream_token}, headers=self._headers()))
+                                                         params={"token": stream_token}, headers=self._headers(),
+                                                         read_bufsize=pool.STREAM_BUFFER))
         if response.status != 200:
             async with response:
                 body = await self._sent("stream", response.read())

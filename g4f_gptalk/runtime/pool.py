@@ -33,6 +33,14 @@ DRAIN_SECONDS = 5.0
 DRAIN_BYTES = 16384
 """How much a body may hold after ``data: [DONE]`` before its connection is closed instead of kept (Chromium's
 ``HttpResponseBodyDrainer`` bounds, as the time bound above)."""
+STREAM_BUFFER = 1
+"""The stream request's ``read_bufsize``. aiohttp's C parser stops at the end of a body read that leaves more than
+twice this waiting, and parses what follows only once it has been read: so a reply whose head, body and junk after
+it (a broken proxy's) come in one read is delivered before the junk fails its connection, which is then closed, not
+pooled. With aiohttp's default buffer the parser raises on the junk at once and drops the reply it parsed."""
+STREAM_READ = 2**16
+"""The size of the stream's reads (``iter_chunked``), which raises its buffer to this, once its head has arrived,
+so that the rest of the body is parsed as it comes."""
 LARGE_BODY = 2**20
 """Request bodies larger than this are streamed from memory rather than handed to aiohttp as raw bytes."""
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS"))
