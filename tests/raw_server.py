@@ -4,6 +4,7 @@ that writes exactly the bytes it wants, where it wants, and may stall or hang up
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -14,11 +15,13 @@ Answer = Callable[[socket.socket, bytes, int], None]
 class RawServer:
     """``with RawServer(answer) as server:`` then ``server.url``; ``server.requests`` counts what arrived."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, ssl_context: ssl.SSLContext | None = None) -> None:
         self.answer = answer
         self.requests = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._ssl_context = ssl_context
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._listener.getsockname()[1]}"
         self._closing = threading.Event()
         self.connections: list[socket.socket] = []
         """The connections accepted, in order."""
@@ -45,6 +48,9 @@ class RawServer:
     def _serve(self, connection: socket.socket) -> None:
         buffer = b""
         try:
+            if self._ssl_context is not None:
+                connection = self._ssl_context.wrap_socket(connection, server_side=True)
+                self.connections.append(connection)  # closed at exit with the plain one it wraps
             while True:
                 while b"\r\n\r\n" not in buffer:
                     data = connection.recv(65536)

@@ -8,10 +8,12 @@ import asyncio
 import datetime
 import email.utils
 import logging
+import ssl
 import time
 
 import g4f
 import pytest
+import trustme
 from g4f.client import AsyncClient, Client
 
 from g4f_gptalk import GPTalk
@@ -20,8 +22,8 @@ from g4f_gptalk.runtime import pool
 from g4f_gptalk.runtime.engine import close_connections
 from g4f_gptalk.testing.server import Faults, echo_reply
 
-from .conftest import chat, chat_async, partial_chat
-from .raw_server import ASK, LOGIN, RawServer, json_answer
+from .conftest import chat, chat_async, partial_chat, run_python
+from .raw_server import ASK, LOGIN, Answer, RawServer, json_answer
 from .test_faults import closed_at_the_server
 from .test_sync import wait_until
 
@@ -249,9 +251,9 @@ SSE = b'data: {"content": "Hi"}\n\ndata: {"content": "Hi there"}\n\ndata: [DONE]
 CHUNKED = b"".join(b"%x\r\n%s\n\n\r\n" % (len(event) + 2, event) for event in SSE.split(b"\n\n")[:-1]) + b"0\r\n\r\n"
 
 
-@pytest.mark.parametrize("how", ["head-first", "one-write", "one-write-chunked"])
-def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_its_connection_not_reused(
-        monkeypatch, how):
+def with_junk(how: str) -> Answer:
+    """A login, an ask, and a stream whose reply a broken proxy follows with junk: the head apart from the rest, or
+    all in one write (one read for the client's parser), with a Content-Length or an event a chunk."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
     junk = b"junk from a broken proxy\r\n\r\n"
 
@@ -260,16 +262,46 @@ def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_it
             connection.sendall(json_answer(LOGIN))
         elif request.startswith(b"POST"):
             connection.sendall(json_answer(ASK))
-        elif how == "head-first":  # the head, then the whole body and junk after it in one write
+        elif how == "head-first":
             connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(SSE))
             time.sleep(0.05)
             connection.sendall(SSE + junk)
-        elif how == "one-write":  # head, body and junk in one write: one read for the client's parser
+        elif how == "one-write":
             connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(SSE) + SSE + junk)
-        else:  # the same, an event a chunk
+        else:
             connection.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED + junk)
 
-    with RawServer(answer) as raw:
+    return answer
+
+
+@pytest.mark.parametrize("how", ["head-first", "one-write", "one-write-chunked"])
+def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_its_connection_not_reused(
+        monkeypatch, how):
+    with RawServer(with_junk(how)) as raw:
         monkeypatch.setenv("G4F_GPTALK_URL", raw.url)
         assert [asyncio.run(partial_chat()) for _ in range(2)] == [("Hi there", None)] * 2
         assert len(raw.connections) == 2  # the one the junk came on was not handed out again
+
+
+TWO_CHATS = """
+import asyncio
+from g4f_gptalk import GPTalk
+
+async def chat():
+    return "".join([piece async for piece in GPTalk.create_async_generator("", [{"role": "user", "content": "Hi"}])])
+
+print(asyncio.run(chat()))
+print(asyncio.run(chat()))
+"""
+
+
+def test_a_reply_followed_by_junk_in_one_tls_record_is_delivered_over_https(tmp_path):
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    with RawServer(with_junk("one-write-chunked"), ssl_context=context) as raw:
+        # a fresh interpreter: aiohttp reads SSL_CERT_FILE when it makes its default context, at import
+        out = run_python(TWO_CHATS, env={"SSL_CERT_FILE": str(tmp_path / "ca.pem"), "G4F_GPTALK_URL": raw.url})
+        assert out == "Hi there\nHi there\n"
+        assert raw.requests == 5 and len(raw.connections) == 4  # two TCP connections, each with its TLS wrapper
