@@ -247,29 +247,38 @@ def concurrent(n: int) -> Callable[[Chat], object]:
     return run
 
 
+ON_ENGINE = "GPTalk on the engine's loop"
+
+
 def interleaved(url: str, blocks: int, size: int, together: bool) -> dict[str, float]:
     """GPTalk against raw in one event loop, in alternating blocks of ``size`` chats (one after another, or all
     ``together``), so that both meet the same machine from moment to moment: the ratios of their total wall and CPU
     time over ``blocks`` blocks each, after one block each to warm up. Its cost per chat includes what a chat's
-    code costs when the machine's caches went cold while it waited for the server."""
+    code costs when the machine's caches went cold while it waited for the server. A third client takes its turns
+    too: GPTalk with each block run on the engine's own loop, where a chat does not hop between threads (``_on_engine``
+    ratios): the cost of GPTalk's code without the hops."""
 
     async def main() -> dict[str, float]:
         clients = {name: make_client(name, url) for name in ("GPTalk", "raw")}
-        spent = {name: [0.0, 0.0] for name in clients}
+        names = ["GPTalk", "raw", ON_ENGINE]
+        spent = {name: [0.0, 0.0] for name in names}
         for block in range(blocks + 1):
-            for name in (["raw", "GPTalk"] if block % 2 else ["GPTalk", "raw"]):
-                chat = clients[name][0]
+            turn = names[block % 3:] + names[:block % 3]
+            for name in (turn if block % 2 else turn[::-1]):
+                chats = (concurrent if together else sequential)(size)(clients["raw" if name == "raw" else "GPTalk"][0])
                 wall, cpu = time.perf_counter(), time.process_time()
-                if together:
-                    await concurrent(size)(chat)  # type: ignore[misc]
+                if name == ON_ENGINE:
+                    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(chats, engine().loop))  # type: ignore
                 else:
-                    await sequential(size)(chat)  # type: ignore[misc]
+                    await chats  # type: ignore[misc]
                 if block:
                     spent[name][0] += time.perf_counter() - wall
                     spent[name][1] += time.process_time() - cpu
         for _, close in clients.values():
             await close()  # type: ignore[misc]
-        return {"wall": spent["GPTalk"][0] / spent["raw"][0], "cpu": spent["GPTalk"][1] / spent["raw"][1]}
+        return {f"{key}{suffix}": spent[name][index] / spent["raw"][index]
+                for name, suffix in (("GPTalk", ""), (ON_ENGINE, "_on_engine"))
+                for index, key in enumerate(("wall", "cpu"))}
 
     gc.collect()
     return asyncio.run(main())
@@ -319,6 +328,38 @@ def engine_hand_off(blocks: int = 20, size: int = 50) -> dict[str, float]:
                 for index, key in enumerate(("wall", "cpu"))}
 
     return asyncio.run(main())
+
+
+def thread_round_trip(trips: int = 2000) -> dict[str, float]:
+    """What this machine charges for two hops between event loops in two threads, with no GPTalk code: a future in
+    this loop, resolved from another loop's thread at once (two ``call_soon_threadsafe``), against resolved in this
+    loop; microseconds per round trip, the difference."""
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+
+    async def main() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        spent = {}
+        for kind in ("direct", "across", "direct", "across"):
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(trips):
+                future = loop.create_future()
+                if kind == "across":
+                    other.call_soon_threadsafe(loop.call_soon_threadsafe, future.set_result, None)
+                else:
+                    loop.call_soon(future.set_result, None)
+                await future
+            spent[kind] = (time.perf_counter() - wall, time.process_time() - cpu)  # the second of each is kept
+        return {key: (spent["across"][index] - spent["direct"][index]) / trips * 1e6
+                for index, key in enumerate(("wall", "cpu"))}
+
+    try:
+        return asyncio.run(main())
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join()
+        other.close()
 
 
 def many_data_lines(megabytes: float, write: int = 64) -> float:
@@ -377,6 +418,7 @@ def main() -> None:
                 kept[("interleaved", SYNC)].append(sync_interleaved(url, max(2, args.sequential // 40), 10))
                 kept[("shared file", "GPTalk")].append(shared_file_cost(url, max(2, args.sequential // 40), 20))
                 kept[("hand-off", "GPTalk")].append(engine_hand_off(max(2, args.sequential // 20)))
+                kept[("hand-off", "bare")].append(thread_round_trip())
         scaling = {size: statistics.median(many_data_lines(size) for _ in range(3)) for size in (0.25, 0.5, 1.0)}
         table = report(samples, args.sequential, scaling)
     print(table)
@@ -436,11 +478,12 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, scali
                       f"| {ratio('reply 3000', client, 'reply_cpu')} |")
 
     side_by_side = ["", "| GPTalk / raw, interleaved in one loop (total of alternating blocks; median of rounds "
-                    "(range)) | wall | CPU |", "|---|---|---|",
-                    "| blocks of 10 sequential chats | {} | {} |", "| blocks of 100 concurrent chats | {} | {} |"]
-    for row, kind in ((3, "sequential"), (4, "concurrent")):
-        side_by_side[row] = side_by_side[row].format(
-            *(spread([run[key] for run in samples[("interleaved", kind)]], 3) for key in ("wall", "cpu")))
+                    "(range)) | wall | CPU |", "|---|---|---|"]
+    for kind, what in (("sequential", "blocks of 10 sequential chats"), ("concurrent", "blocks of 100 concurrent chats")):
+        for suffix, where in (("", ""), ("_on_engine", ", each block run on the engine's loop (no hop between threads)")):
+            side_by_side.append(f"| {what}{where} | " + " | ".join(
+                spread([run[key + suffix] for run in samples[("interleaved", kind)]], 3) for key in ("wall", "cpu"))
+                + " |")
     ratios += side_by_side
 
     def per_chat_us(client: str, over: str, key: str) -> str:
@@ -469,6 +512,9 @@ def report(samples: dict[tuple[str, str], list[dict[str, float]]], n: int, scali
                  "median of rounds (range) | wall µs | CPU µs |", "|---|---|---|",
                  "| `engine().relay` per chat | " + " | ".join(
                      spread([run[key] for run in samples[("hand-off", "GPTalk")]], 0, "+") for key in ("wall", "cpu"))
+                 + " |", "| a bare round trip between two threads' event loops, no GPTalk code (the machine's own "
+                 "cost) | " + " | ".join(
+                     spread([run[key] for run in samples[("hand-off", "bare")]], 0, "+") for key in ("wall", "cpu"))
                  + " |"]
 
     flat = ["", "| concurrent chats | " + " | ".join(f"{c} CPU µs per chat" for c in ("raw", "GPTalk"))
