@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import gzip
 import logging
 import ssl
 import time
@@ -253,7 +254,7 @@ CHUNKED = b"".join(b"%x\r\n%s\n\n\r\n" % (len(event) + 2, event) for event in SS
 
 def with_junk(how: str) -> Answer:
     """A login, an ask, and a stream whose reply a broken proxy follows with junk: the head apart from the rest, or
-    all in one write (one read for the client's parser), with a Content-Length or an event a chunk."""
+    all in one write (one read for the client's parser), with a Content-Length, gzip-compressed, or an event a chunk."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
     junk = b"junk from a broken proxy\r\n\r\n"
 
@@ -268,19 +269,42 @@ def with_junk(how: str) -> Answer:
             connection.sendall(SSE + junk)
         elif how == "one-write":
             connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(SSE) + SSE + junk)
+        elif how == "one-write-gzip":  # compressed, as a proxy may
+            body = gzip.compress(SSE)
+            connection.sendall(head + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body + junk)
         else:
             connection.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED + junk)
 
     return answer
 
 
-@pytest.mark.parametrize("how", ["head-first", "one-write", "one-write-chunked"])
+@pytest.mark.parametrize("how", ["head-first", "one-write", "one-write-gzip", "one-write-chunked"])
 def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_its_connection_not_reused(
         monkeypatch, how):
     with RawServer(with_junk(how)) as raw:
         monkeypatch.setenv("G4F_GPTALK_URL", raw.url)
         assert [asyncio.run(partial_chat()) for _ in range(2)] == [("Hi there", None)] * 2
         assert len(raw.connections) == 2  # the one the junk came on was not handed out again
+
+
+def test_a_large_compressed_error_page_on_the_stream_is_decompressed_and_quoted(monkeypatch):
+    page = b"<html>" + b"oops " * 20000 + b"</html>"  # 100 KB, read through the stream's one-byte first buffer
+
+    def answer(connection, request: bytes, number: int) -> None:
+        if request.startswith(b"POST /api/chatgpt/user/login"):
+            connection.sendall(json_answer(LOGIN))
+        elif request.startswith(b"POST"):
+            connection.sendall(json_answer(ASK))
+        else:
+            body = gzip.compress(page)
+            connection.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\n"
+                               b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    with RawServer(answer) as raw:
+        monkeypatch.setenv("G4F_GPTALK_URL", raw.url)
+        text, error = asyncio.run(partial_chat())
+    assert text == "" and type(error).__name__ == "ResponseError"
+    assert str(error).startswith("GPTalk stream: HTTP 500: <html>oops oops")
 
 
 TWO_CHATS = """
