@@ -281,6 +281,8 @@ def with_junk(how: str) -> Answer:
 @pytest.mark.parametrize("how", ["head-first", "one-write", "one-write-gzip", "one-write-chunked"])
 def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_its_connection_not_reused(
         monkeypatch, how):
+    if how != "head-first" and not pool.PAUSING_PARSER:
+        pytest.skip("junk in the head's read needs aiohttp's C parser, 3.14 or later")
     with RawServer(with_junk(how)) as raw:
         monkeypatch.setenv("G4F_GPTALK_URL", raw.url)
         assert [asyncio.run(partial_chat()) for _ in range(2)] == [("Hi there", None)] * 2
@@ -319,6 +321,7 @@ print(asyncio.run(chat()))
 """
 
 
+@pytest.mark.skipif(not pool.PAUSING_PARSER, reason="junk in the head's read needs aiohttp's C parser, 3.14 or later")
 def test_a_reply_followed_by_junk_in_one_tls_record_is_delivered_over_https(tmp_path):
     ca = trustme.CA()
     ca.cert_pem.write_to_path(tmp_path / "ca.pem")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import io
+import re
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,8 @@ from aiohttp import (
     ServerDisconnectedError,
     TCPConnector,
 )
+from aiohttp import __version__ as aiohttp_version
+from aiohttp.http import HttpResponseParser
 from g4f import debug
 
 from ..compat import log
@@ -33,11 +36,15 @@ DRAIN_SECONDS = 5.0
 DRAIN_BYTES = 16384
 """How much a body may hold after ``data: [DONE]`` before its connection is closed instead of kept (Chromium's
 ``HttpResponseBodyDrainer`` bounds, as the time bound above)."""
-STREAM_BUFFER = 1
-"""The stream request's ``read_bufsize``. aiohttp's C parser stops at the end of a body read that leaves more than
-twice this waiting, and parses what follows only once it has been read: so a reply whose head, body and junk after
-it (a broken proxy's) come in one read is delivered before the junk fails its connection, which is then closed, not
-pooled. With aiohttp's default buffer the parser raises on the junk at once and drops the reply it parsed."""
+PAUSING_PARSER = (HttpResponseParser.__module__ == "aiohttp._http_parser"
+                  and tuple(int(part) for part in re.findall(r"\d+", aiohttp_version)[:2]) >= (3, 14))
+"""Whether aiohttp's HTTP parser is its C one, which since aiohttp 3.14 stops at the end of a body read that leaves
+more than twice the read buffer waiting, and parses what follows only once that has been read."""
+STREAM_BUFFER = 1 if PAUSING_PARSER else None
+"""The stream request's ``read_bufsize``. With a pausing parser a reply whose head, body and junk after it (a broken
+proxy's) come in one read is then read whole before the junk fails its connection, which is closed, not pooled;
+with aiohttp's default buffer the parser raises on the junk at once and drops the reply it parsed. Elsewhere the
+default (the pure-Python parser stalls with so small a buffer)."""
 STREAM_READ = 2**16
 """The size of the stream's reads (``iter_chunked``), which raises its buffer to this, once its head has arrived,
 so that the rest of the body is parsed as it comes."""
