@@ -77,3 +77,15 @@ def json_answer(body: bytes, extra: bytes = b"") -> bytes:
 
 LOGIN = b'{"code": 0, "data": {"token": "t0k3n", "expires_at": 0}}'
 ASK = b'{"code": 0, "data": {"token": "str3am"}}'
+
+
+def login_ask_then(stream: Callable[[socket.socket], None]) -> Answer:
+    """A raw server's answer: a working login and ask, then ``stream(connection)`` for the stream request."""
+    def answer(connection: socket.socket, request: bytes, number: int) -> None:
+        if b"/user/login" in request:
+            connection.sendall(json_answer(LOGIN))
+        elif b"/chatapi/text" in request:
+            connection.sendall(json_answer(ASK))
+        else:
+            stream(connection)
+    return answer

@@ -20,21 +20,9 @@ from g4f_gptalk.protocol.errors import GPTalkTimeoutError, InvalidRequestError, 
 from g4f_gptalk.testing.server import echo_reply
 
 from .conftest import HELLO, chat_async, partial_chat, run_python
-from .raw_server import ASK, LOGIN, RawServer, json_answer
+from .raw_server import LOGIN, RawServer, json_answer, login_ask_then
 
 REPLY = echo_reply("Hello")
-
-
-def login_ask_then(stream: object):  # type: ignore[no-untyped-def]
-    """A raw server's answer: a working login and ask, then ``stream(connection)`` for the stream request."""
-    def answer(connection: socket.socket, request: bytes, number: int) -> None:
-        if b"/user/login" in request:
-            connection.sendall(json_answer(LOGIN))
-        elif b"/chatapi/text" in request:
-            connection.sendall(json_answer(ASK))
-        else:
-            stream(connection)  # type: ignore[operator]
-    return answer
 
 
 def hang_up(connection: socket.socket) -> None:

@@ -9,6 +9,7 @@ import datetime
 import email.utils
 import gzip
 import logging
+import socket
 import ssl
 import time
 
@@ -24,7 +25,7 @@ from g4f_gptalk.runtime.engine import close_connections
 from g4f_gptalk.testing.server import Faults, echo_reply
 
 from .conftest import chat, chat_async, partial_chat, run_python
-from .raw_server import ASK, LOGIN, Answer, RawServer, json_answer
+from .raw_server import Answer, RawServer, login_ask_then
 from .test_faults import closed_at_the_server
 from .test_sync import wait_until
 
@@ -258,12 +259,8 @@ def with_junk(how: str) -> Answer:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
     junk = b"junk from a broken proxy\r\n\r\n"
 
-    def answer(connection, request: bytes, number: int) -> None:
-        if request.startswith(b"POST /api/chatgpt/user/login"):
-            connection.sendall(json_answer(LOGIN))
-        elif request.startswith(b"POST"):
-            connection.sendall(json_answer(ASK))
-        elif how == "head-first":
+    def stream(connection: socket.socket) -> None:
+        if how == "head-first":
             connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(SSE))
             time.sleep(0.05)
             connection.sendall(SSE + junk)
@@ -275,7 +272,7 @@ def with_junk(how: str) -> Answer:
         else:
             connection.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED + junk)
 
-    return answer
+    return login_ask_then(stream)
 
 
 @pytest.mark.parametrize("how", ["head-first", "one-write", "one-write-gzip", "one-write-chunked"])
@@ -292,17 +289,12 @@ def test_a_reply_whose_body_a_broken_proxy_follows_with_junk_is_delivered_and_it
 def test_a_large_compressed_error_page_on_the_stream_is_decompressed_and_quoted(monkeypatch):
     page = b"<html>" + b"oops " * 20000 + b"</html>"  # 100 KB, read through the stream's one-byte first buffer
 
-    def answer(connection, request: bytes, number: int) -> None:
-        if request.startswith(b"POST /api/chatgpt/user/login"):
-            connection.sendall(json_answer(LOGIN))
-        elif request.startswith(b"POST"):
-            connection.sendall(json_answer(ASK))
-        else:
-            body = gzip.compress(page)
-            connection.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\n"
-                               b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    def stream(connection: socket.socket) -> None:
+        body = gzip.compress(page)
+        connection.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\n"
+                           b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
-    with RawServer(answer) as raw:
+    with RawServer(login_ask_then(stream)) as raw:
         monkeypatch.setenv("G4F_GPTALK_URL", raw.url)
         text, error = asyncio.run(partial_chat())
     assert text == "" and type(error).__name__ == "ResponseError"

@@ -21,7 +21,7 @@ from g4f_gptalk import GPTalk
 from g4f_gptalk.testing.server import Faults
 
 from .conftest import HELLO, partial_chat
-from .raw_server import ASK, LOGIN, RawServer, json_answer
+from .raw_server import RawServer, login_ask_then
 
 PASSWORD = "hunter2-proxy"
 ENCODED = base64.b64encode(f"agent:{PASSWORD}".encode()).decode()
@@ -110,15 +110,7 @@ def test_a_stream_redirected_in_a_loop_hides_its_token_in_the_error_and_its_caus
 
 
 def test_a_stream_answer_that_is_not_http_hides_its_token_in_the_chained_cause(debug_log, monkeypatch):
-    def answer(connection, request: bytes, number: int) -> None:
-        if request.startswith(b"POST /api/chatgpt/user/login"):
-            connection.sendall(json_answer(LOGIN))
-        elif request.startswith(b"POST"):
-            connection.sendall(json_answer(ASK))
-        else:
-            connection.sendall(b"HTTQ/9 what\r\n\r\n")
-
-    with RawServer(answer) as server:
+    with RawServer(login_ask_then(lambda connection: connection.sendall(b"HTTQ/9 what\r\n\r\n"))) as server:
         monkeypatch.setenv("G4F_GPTALK_URL", server.url)
         _text, error = asyncio.run(partial_chat())
     seen = shown(error) + "\n".join(debug_log)
