@@ -77,22 +77,22 @@ class IdleTimeoutRelay:
                 if self.mode == "408-next":
                     timed_out = True
                     continue
-                self.stats["timeouts"] += 1
                 closing = self.mode == "408-close"
                 if self.mode == "stray-200":
                     client_writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nnot you")
                 else:
                     client_writer.write(TIMEOUT_408 + (b"Connection: close\r\n\r\n" if closing else b"\r\n"))
                 await client_writer.drain()
+                self.stats["timeouts"] += 1  # counted once sent: a caller that waits for it finds the bytes there
                 if closing:
                     return
                 continue
             if not data:
                 return
             if timed_out:
-                self.stats["timeouts"] += 1
                 client_writer.write(TIMEOUT_408 + b"Connection: close\r\n\r\n")
                 await client_writer.drain()
+                self.stats["timeouts"] += 1
                 return
             upstream_writer.write(data)
             await upstream_writer.drain()
