@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -253,18 +254,34 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_g4f_api(*options: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``g4f api`` started its normal way (web GUI included), offline, on a free loopback port; yields its URL."""
+def running_g4f_api(*options: str, env: dict[str, str] | None = None, workers: int = 1) -> Iterator[str]:
+    """``g4f api`` started its normal way (web GUI included), offline, on a free loopback port; yields its URL once
+    every one of its ``workers`` processes has started (uvicorn's parent listens before its workers are up, and the
+    first worker up would take every connection until the others are)."""
     port = free_port()
+    worker_options = ("--workers", str(workers)) if workers > 1 else ()
     process = subprocess.Popen(
-        [sys.executable, "-m", "g4f.cli", "api", "--bind", f"127.0.0.1:{port}", *options],
+        [sys.executable, "-m", "g4f.cli", "api", "--bind", f"127.0.0.1:{port}", *worker_options, *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
     )
+    output: list[str] = []
+    started = threading.Semaphore(0)
+
+    def read_output() -> None:  # read all along, so that the server never blocks on a full pipe
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "Application startup complete" in line:
+                started.release()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"g4f api exited: {process.stdout.read() if process.stdout else ''}")
+                reader.join(10)
+                pytest.fail(f"g4f api exited: {''.join(output)}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
@@ -272,6 +289,9 @@ def running_g4f_api(*options: str, env: dict[str, str] | None = None) -> Iterato
                 time.sleep(0.2)
         else:
             pytest.fail("g4f api did not start within 60 s")
+        if workers > 1 and not all(started.acquire(timeout=max(0, deadline - time.monotonic()))
+                                   for _ in range(workers)):
+            pytest.fail(f"g4f api's {workers} workers did not all start within 60 s: {''.join(output)}")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -280,6 +300,7 @@ def running_g4f_api(*options: str, env: dict[str, str] | None = None) -> Iterato
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        reader.join(10)
         if process.stdout:
             process.stdout.close()
 
