@@ -134,8 +134,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; exits 0, 1 on a failure (one line on stderr), 2 on bad usage, 130 on Ctrl-C."""
+    import functools
+
     previous_hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: _interrupt_again(unraisable, previous_hook)
+    sys.unraisablehook = functools.partial(_interrupt_again, previous_hook=previous_hook)
     try:
         return _run(argv)
     except BaseException as exc:
@@ -149,23 +151,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupt_again(unraisable: Any, previous_hook: Callable[[Any], object]) -> None:
     """A Ctrl-C that landed in a callback Python runs on its own (a weak reference's, as importlib's module locks
-    have, or a ``__del__``), where Python would print it and go on, is made again in the main thread a moment
-    later, once this hook has returned (made here, it would land in the hook and be printed the same way); anything
-    else is the previous hook's."""
+    have, or a ``__del__``), where Python would print it and go on, is made again in the main thread once this hook
+    has returned (made while it runs, it would land in the hook and be printed the same way); anything else is the
+    previous hook's."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        import threading
+        import _thread
+        import threading  # here: imported first in another thread, it would take that thread for the main one
 
-        again = threading.Timer(INTERRUPT_AGAIN_AFTER, _signal_main_thread, (threading.main_thread().ident,))
-        again.daemon = True  # a command that ends meanwhile is not held back for it
-        again.start()
+        main_thread = threading.main_thread().ident
+        assert main_thread is not None  # it runs this
+        # a bare thread: threading's would hold this hook until it runs, and a busy machine may run it late
+        _thread.start_new_thread(_interrupt_after_the_hook, (main_thread,))
     else:
         previous_hook(unraisable)
 
 
-def _signal_main_thread(ident: int) -> None:
-    """SIGINT to the main thread itself, which wakes it from a blocking wait as Ctrl-C does."""
+def _interrupt_after_the_hook(ident: int) -> None:
+    """SIGINT to the main thread (``ident``) once it no longer runs ``_interrupt_again``: it wakes from a blocking
+    wait as Ctrl-C does."""
     import signal
+    import time
 
+    while _in_the_hook(sys._current_frames().get(ident)):
+        time.sleep(INTERRUPT_AGAIN_AFTER)
     if hasattr(signal, "pthread_kill"):
         signal.pthread_kill(ident, signal.SIGINT)
     else:  # Windows: the main thread is interrupted at its next Python instruction
@@ -174,8 +182,16 @@ def _signal_main_thread(ident: int) -> None:
         _thread.interrupt_main()
 
 
-INTERRUPT_AGAIN_AFTER = 0.01
-"""Seconds after a Ctrl-C that Python swallowed in a callback at which the main thread is interrupted again."""
+def _in_the_hook(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code is _interrupt_again.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+INTERRUPT_AGAIN_AFTER = 0.001
+"""Seconds between looks at whether the main thread has left the hook that makes a swallowed Ctrl-C again."""
 
 
 def _interrupted(exc: BaseException | None) -> bool:
