@@ -167,13 +167,25 @@ def _interrupt_again(unraisable: Any, previous_hook: Callable[[Any], object]) ->
 
 
 def _interrupt_after_the_hook(ident: int) -> None:
-    """SIGINT to the main thread (``ident``) once it no longer runs ``_interrupt_again``: it wakes from a blocking
-    wait as Ctrl-C does."""
-    import signal
+    """SIGINT to the main thread (``ident``) once it no longer runs ``_interrupt_again``, as Ctrl-C does; and again
+    while it stays where it was: a signal that comes just before a blocking call begins (``time.sleep``, a lock's
+    wait) does not wake it. A main thread that took the signal has left that place before this thread looks again:
+    Python runs the handler and unwinds without letting another thread run."""
     import time
 
     while _in_the_hook(sys._current_frames().get(ident)):
+        time.sleep(HOOK_POLL)
+    for _ in range(INTERRUPT_TRIES):
+        where = _where(ident)
+        _signal_main_thread(ident)
         time.sleep(INTERRUPT_AGAIN_AFTER)
+        if _where(ident) != where:
+            return
+
+
+def _signal_main_thread(ident: int) -> None:
+    import signal
+
     if hasattr(signal, "pthread_kill"):
         signal.pthread_kill(ident, signal.SIGINT)
     else:  # Windows: the main thread is interrupted at its next Python instruction
@@ -190,8 +202,17 @@ def _in_the_hook(frame: Any) -> bool:
     return False
 
 
-INTERRUPT_AGAIN_AFTER = 0.001
+def _where(ident: int) -> tuple[Any, int] | None:
+    """The thread ``ident``'s frame and instruction."""
+    frame = sys._current_frames().get(ident)
+    return None if frame is None else (frame, frame.f_lasti)
+
+
+HOOK_POLL = 0.001
 """Seconds between looks at whether the main thread has left the hook that makes a swallowed Ctrl-C again."""
+INTERRUPT_AGAIN_AFTER = 0.1
+"""Seconds after which a Ctrl-C made again is made once more if the main thread has not moved."""
+INTERRUPT_TRIES = 20
 
 
 def _interrupted(exc: BaseException | None) -> bool:
