@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
@@ -25,6 +26,8 @@ CANCEL_WAIT = 5.0
 """Seconds a sync caller that stopped early, or the interpreter at exit, waits for chats to be cancelled."""
 FINISH_WAIT = 2.0
 """Seconds the interpreter's exit waits for the tasks it lets finish (``Engine.kept_at_exit``)."""
+SIGNAL_SLICE = 0.5
+"""Seconds at most that a sync caller waits for a chat's next items without running the signal handlers due."""
 
 
 class EngineThreadError(RuntimeError, G4FError):
@@ -84,16 +87,23 @@ class Channel(Generic[T]):
         with self._guard:
             self._wake = None
 
-    def take(self, timeout: float = -1) -> list[T | _End]:
+    def take(self, timeout: float | None = None) -> list[T | _End]:
         """What has arrived, waiting in this thread if nothing has (a signal interrupts the wait, so Ctrl-C works);
-        an empty list if ``timeout`` ran out."""
+        an empty list if ``timeout`` ran out.
+
+        The wait goes in slices of ``SIGNAL_SLICE``: a signal that comes just before a lock's wait begins is taken
+        but does not end the wait, and its handler (Ctrl-C's KeyboardInterrupt) runs between two slices."""
         gate = threading.Lock()
         gate.acquire()
         items = self._take_or_wait(gate.release)
         if items is not None:
             return items
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            gate.acquire(timeout=timeout)
+            while True:
+                wait = SIGNAL_SLICE if deadline is None else min(SIGNAL_SLICE, deadline - time.monotonic())
+                if wait <= 0 or gate.acquire(timeout=wait):
+                    break
         finally:
             self._forget_wake()
         return self._take_or_wait(None) or []
