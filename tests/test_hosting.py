@@ -154,7 +154,7 @@ def test_ctrl_c_in_a_sync_stream_interrupts_at_once_and_cancels_the_request(serv
 
 
 UNDER_UVLOOP = textwrap.dedent("""
-    import asyncio, concurrent.futures, json, sys, threading, urllib.request, uvloop, g4f
+    import asyncio, concurrent.futures, json, sys, threading, time, urllib.request, uvloop, g4f
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the engine's loop is a uvloop one
     from g4f_gptalk.testing.server import echo_reply
     g4f.debug.version_check = False
@@ -162,13 +162,19 @@ UNDER_UVLOOP = textwrap.dedent("""
     def create(n, **options):
         return g4f.ChatCompletion.create("", [{"role": "user", "content": f"chat {n}"}], provider="GPTalk", **options)
 
-    def connections():
+    def stats():
         with urllib.request.urlopen(sys.argv[1] + "/_local/stats", timeout=10) as response:
-            return json.load(response)["connections"] - 1  # less this request's own
+            return json.load(response)
+
+    def connections():
+        return stats()["connections"] - 1  # less this request's own
 
     streams = [create(n, stream=True) for n in range(4)]
     with concurrent.futures.ThreadPoolExecutor(4) as readers:
         texts = list(readers.map(lambda stream: "".join(stream), streams))
+    deadline = time.monotonic() + 10
+    while stats()["logins"] < 2 and time.monotonic() < deadline:  # the login ahead of need, begun by the fourth
+        time.sleep(0.01)                                           # ask, on a connection of its own if need be
     after_streams = connections()
     replies = []
     for n in range(4, 8):
