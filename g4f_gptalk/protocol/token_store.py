@@ -5,9 +5,10 @@ their auth (``AuthFileMixin``), but locked, written whole or not at all, and pri
 The file holds, for each service URL, the tokens with asks left: ``{"services": {url: [{"token", "expires_at",
 "asks"}, ...]}}``. An ask is claimed under an advisory lock (``fcntl.flock``), so that no token is sent a sixth ask
 whatever the number of processes; a process killed at any moment leaves the file whole (it is rewritten by one
-write within its first page, or past that written aside and moved into place). A file that cannot be read is
-ignored and rewritten; a folder that cannot be written or locked leaves the process with its memory, as without
-the file. The folder is g4f's as it is set at each chat. ``docs/design.md`` ("Tokens") says why.
+write within its first page, or past that written aside and moved into place), or, killed before its first write,
+empty: no tokens. A file that cannot be read is ignored and rewritten; a folder that cannot be written or locked
+leaves the process with its memory, as without the file. The folder is g4f's as it is set at each chat.
+``docs/design.md`` ("Tokens") says why.
 """
 
 from __future__ import annotations
